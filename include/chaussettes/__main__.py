@@ -1,0 +1,5 @@
+import sys
+
+from chaussettes.cli import main
+
+sys.exit(main())

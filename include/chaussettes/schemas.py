@@ -1,0 +1,76 @@
+"""The data contracts between the parts, in one place.
+
+A *parsed event* is what the line parser (Python: ``chaussettes.logformat.parse``;
+Spark: the detector's native parser) makes of one access-log line; the archive
+stores exactly these columns. An *alert* is the JSON value published on the
+``alerts`` topic. The detector *status* is the JSON file the supervisor DAG and
+the operations page read.
+"""
+
+from __future__ import annotations
+
+# (name, Spark SQL type) in archive column order. event_time is UTC.
+EVENT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("event_time", "timestamp"),
+    ("ip", "string"),
+    ("method", "string"),
+    ("url", "string"),  # the path only
+    ("query", "string"),  # what followed '?', or null
+    ("protocol", "string"),
+    ("status", "int"),
+    ("bytes", "long"),  # null for '-'
+    ("referrer", "string"),  # null for '-'
+    ("user_agent", "string"),  # null for '-'
+)
+EVENT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in EVENT_FIELDS)
+EVENT_DDL = ", ".join(f"{name} {typ}" for name, typ in EVENT_FIELDS)
+
+# Quarantine records: the raw line and why it was refused, and where it came from.
+QUARANTINE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("raw", "string"),
+    ("reason", "string"),
+    ("topic", "string"),
+    ("partition", "int"),
+    ("offset", "long"),
+    ("quarantined_at", "timestamp"),
+)
+QUARANTINE_DDL = ", ".join(f"{name} {typ}" for name, typ in QUARANTINE_FIELDS)
+
+ALERT_KINDS = ("global", "ip", "url")
+# Alert JSON value on `alerts` (key = alert_id). Times are ISO-8601 UTC strings.
+ALERT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("alert_id", "string"),  # deterministic from (kind, key, window_start, window_end)
+    ("kind", "string"),  # one of ALERT_KINDS
+    ("key", "string"),  # the IP, the URL, or "*" for global
+    ("window_start", "string"),
+    ("window_end", "string"),
+    ("requests", "long"),
+    ("errors", "long"),
+    ("error_rate", "double"),
+    ("threshold", "double"),
+    ("thresholds_version", "long"),
+    ("severity", "string"),  # "warning" | "major" | "critical"
+    ("detected_at", "string"),
+    ("explanation", "string"),  # human summary: top URLs / IPs / statuses in the window
+)
+ALERT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in ALERT_FIELDS)
+
+# Detector status file (written atomically after every micro-batch). Keys:
+#   state ("running" | "failed" | "stopped"), pid, started_at, updated_at (ISO UTC),
+#   batch_id, input_rows, input_rows_per_s, processed_rows_per_s,
+#   end_offsets {topic: {partition: offset}}, lag {topic: {partition: n}}, total_lag,
+#   thresholds_version, thresholds_source, thresholds_error (null when the last load was good),
+#   quarantined_total, alerts_published_total, alerts_last_batch, error (null or message)
+STATUS_KEYS = (
+    "state", "pid", "started_at", "updated_at", "batch_id", "input_rows",
+    "input_rows_per_s", "processed_rows_per_s", "end_offsets", "lag", "total_lag",
+    "thresholds_version", "thresholds_source", "thresholds_error",
+    "quarantined_total", "alerts_published_total", "alerts_last_batch", "error",
+)
+
+
+def spark_schema(fields: tuple[tuple[str, str], ...]):
+    """A pyspark StructType for one of the field lists above (imports pyspark lazily)."""
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(", ".join(f"{n} {t}" for n, t in fields))

@@ -1,0 +1,48 @@
+"""The Spark configuration every job and test shares.
+
+Measured here (ENVIRONMENT.md): the default 200 shuffle partitions cut a windowed
+query's throughput by half on 2 cores, and Python workers must be the venv's so
+they have pyarrow and this package.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping
+
+from chaussettes.settings import Settings
+
+COMMON_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.python.worker.reuse": "true",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.streaming.stopGracefullyOnShutdown": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    conf = dict(COMMON_CONF)
+    conf["spark.sql.shuffle.partitions"] = str(settings.spark_shuffle_partitions)
+    return conf
+
+
+def ensure_python_env() -> None:
+    """Point Spark's Python workers at this interpreter unless told otherwise."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def build_session(app_name: str, settings: Settings, master: str | None = None,
+                  extra: Mapping[str, str] | None = None):
+    """A SparkSession with the shared configuration (master None: spark-submit's)."""
+    ensure_python_env()
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    for key, value in {**spark_conf(settings), **(extra or {})}.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from chaussettes import settings as s
+
+
+def test_defaults_point_at_the_local_stack(tmp_path):
+    conf = s.load(env={}, home=tmp_path)
+    assert conf.bootstrap_servers == "127.0.0.1:9092"
+    assert conf.spark_master == "spark://127.0.0.1:7077"
+    assert (conf.topic_logs, conf.topic_alerts) == ("http-logs", "alerts")
+    assert conf.archive_dir == tmp_path / "data" / "archive"
+    assert conf.checkpoint_dir == tmp_path / "checkpoints"
+    assert conf.spark_master_webui_port != 8080 and conf.spark_worker_webui_port != 8080
+
+
+def test_environment_fills_typed_fields(tmp_path):
+    conf = s.load(env={
+        "CHAUSSETTES_HOME": str(tmp_path),
+        "CHAUSSETTES_KAFKA_PORT": "19092",
+        "CHAUSSETTES_LOGS_PARTITIONS": "8",
+        "CHAUSSETTES_KAFKA_TIMEOUT_S": "2.5",
+        "CHAUSSETTES_ARCHIVE_DIR": "/data/archive",
+    })
+    assert conf.home == tmp_path
+    assert conf.kafka_port == 19092 and conf.bootstrap_servers == "127.0.0.1:19092"
+    assert conf.logs_partitions == 8 and conf.kafka_timeout_s == 2.5
+    assert conf.archive_dir == Path("/data/archive")
+    assert conf.run_dir == tmp_path / "run"
+
+
+def test_overrides_beat_environment_and_none_is_ignored():
+    conf = s.load(env={"CHAUSSETTES_BOOTSTRAP_SERVERS": "env:9092"},
+                  bootstrap_servers="cli:9092", topic_logs=None)
+    assert conf.bootstrap_servers == "cli:9092"
+    assert conf.topic_logs == "http-logs"
+
+
+def test_replace_moves_derived_folders_with_home(tmp_path):
+    conf = s.load(env={}, home=tmp_path / "a").replace(home=tmp_path / "b")
+    assert conf.checkpoint_dir == tmp_path / "b" / "checkpoints"
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"CHAUSSETTES_KAFKA_PORT": "abc"}, "CHAUSSETTES_KAFKA_PORT='abc' is not a valid int"),
+    ({"CHAUSSETTES_LOGS_PARTITIONS": "0"}, "CHAUSSETTES_LOGS_PARTITIONS must be at least 1"),
+    ({"CHAUSSETTES_KAFKA_SECURITY_PROTOCOL": "TLS"}, "expected one of"),
+    ({"CHAUSSETTES_KAFKA_PROTOCOL": "SASL_SSL"}, "needs CHAUSSETTES_KAFKA_SASL_MECHANISM"),
+])
+def test_bad_values_name_the_variable(env, fragment):
+    with pytest.raises(s.SettingsError, match=fragment.replace("(", r"\(").replace("'", ".")):
+        s.load(env=env)
+
+
+def test_unknown_override_is_refused():
+    with pytest.raises(s.SettingsError, match="unknown setting"):
+        s.load(env={}, bootstrap=None or "x")
+
+
+def test_kafka_security_builds_client_and_spark_options():
+    conf = s.load(env={
+        "CHAUSSETTES_BOOTSTRAP_SERVERS": "k:9093",
+        "CHAUSSETTES_KAFKA_PROTOCOL": "ssl",
+        "CHAUSSETTES_KAFKA_CA_LOCATION": "/certs/ca.pem",
+        "CHAUSSETTES_KAFKA_CERTIFICATE_LOCATION": "/certs/client.pem",
+        "CHAUSSETTES_KAFKA_KEY_LOCATION": "/certs/client.key",
+    })
+    assert conf.kafka_client_config(**{"linger.ms": 5}) == {
+        "bootstrap.servers": "k:9093", "security.protocol": "ssl",
+        "ssl.ca.location": "/certs/ca.pem", "ssl.certificate.location": "/certs/client.pem",
+        "ssl.key.location": "/certs/client.key", "linger.ms": 5,
+    }
+    assert conf.spark_kafka_options()["kafka.ssl.ca.location"] == "/certs/ca.pem"
+    sasl = s.load(env={}, kafka_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+                  kafka_sasl_username="detector", kafka_sasl_password="pw")
+    assert sasl.kafka_client_config()["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert "pw" not in repr(sasl)
+
+
+def test_as_env_round_trips(tmp_path):
+    conf = s.load(env={}, home=tmp_path, kafka_port=19999, kafka_protocol="SSL",
+                  kafka_ca_location="/ca.pem")
+    again = s.load(env=conf.as_env())
+    assert again == conf

@@ -1,0 +1,143 @@
+"""The local stack manager, for real: broker, Spark master + worker, Airflow on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaussettes import procs
+from chaussettes import settings as settings_mod
+from chaussettes.stack import manager
+from chaussettes.stack.base import Component
+from chaussettes.topics import partition_counts
+
+CORE = ["kafka", "spark-master", "spark-worker", "airflow"]
+
+
+def stack_env(home: Path) -> dict[str, str]:
+    ports = {name: procs.free_port() for name in (
+        "KAFKA_PORT", "KAFKA_TLS_PORT", "SPARK_MASTER_PORT", "SPARK_MASTER_WEBUI_PORT",
+        "SPARK_WORKER_WEBUI_PORT", "AIRFLOW_PORT")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAUSSETTES_", "AIRFLOW"))}
+    env.update({f"CHAUSSETTES_{k}": str(v) for k, v in ports.items()})
+    env["CHAUSSETTES_HOME"] = str(home)
+    env["CHAUSSETTES_SPARK_WORKER_CORES"] = "1"
+    env["CHAUSSETTES_SPARK_WORKER_MEMORY"] = "512m"
+    return env
+
+
+def cli(env, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "chaussettes", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    env = stack_env(tmp_path / "home")
+    yield env
+    cli(env, "stack", "down")
+
+
+def test_up_status_down_leaves_nothing(stack):
+    up = cli(stack, "stack", "up", "--only", *CORE)
+    assert up.returncode == 0, up.stdout + up.stderr
+    conf = settings_mod.load(env=stack)
+    for name in CORE:
+        assert f"{name}: up in" in up.stdout
+    assert f"http://127.0.0.1:{conf.airflow_port}/" in up.stdout
+    assert "simple_auth_manager_passwords.json.generated" in up.stdout
+
+    # Topics exist with the configured partitions; Airflow has written its admin password.
+    counts = partition_counts(conf)
+    assert counts[conf.topic_logs] == conf.logs_partitions
+    assert counts[conf.topic_alerts] == conf.alerts_partitions
+    assert "admin" in json.loads(
+        (conf.airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
+
+    status = cli(stack, "stack", "status")
+    lines = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}
+    assert all(lines[name] == "healthy" for name in CORE), status.stdout
+
+    again = cli(stack, "stack", "up", "--only", *CORE)
+    assert again.returncode == 0 and "already running" in again.stdout
+    state = manager.load_state(conf)
+    pgids = [r.pid for r in state.values()]
+    ports = [p for r in state.values() for p in r.ports]
+    assert sorted(state) == sorted(CORE)
+
+    down = cli(stack, "stack", "down")
+    assert down.returncode == 0, down.stderr
+    assert all(not procs.group_members(pgid) for pgid in pgids)
+    assert not any(procs.port_open(p) for p in ports)
+    assert not (conf.run_dir / "stack.json").exists()
+
+    quiet = cli(stack, "stack", "down")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_busy_port_is_named_and_nothing_is_started(stack):
+    conf = settings_mod.load(env=stack)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", conf.spark_master_port))
+        busy.listen()
+        result = cli(stack, "stack", "up", "--only", "kafka", "spark-master")
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert message == (f"chaussettes: port {conf.spark_master_port} for spark-master is already "
+                       f"in use; set CHAUSSETTES_SPARK_MASTER_PORT to another port")
+    assert "Traceback" not in result.stderr
+    assert manager.load_state(conf) == {}
+    assert not procs.port_open(conf.kafka_port)
+
+
+def test_unhealthy_component_is_stopped_and_its_log_shown(tmp_path):
+    conf = settings_mod.load(env={}, home=tmp_path)
+    port = procs.free_port()
+    # A real process that prints and never opens the port it promised.
+    never = Component(
+        name="never-ready",
+        argv=[sys.executable, "-c", "import time; print('listening soon...', flush=True); time.sleep(60)"],
+        ports=[(port, "CHAUSSETTES_NOTHING")], start_timeout_s=2.0,
+    )
+    with pytest.raises(manager.StackError) as err:
+        manager.up(conf, wanted=[never], echo=lambda _: None)
+    assert "never-ready did not become healthy within 2s" in str(err.value)
+    assert "listening soon..." in str(err.value)
+    assert manager.load_state(conf) == {}
+    assert not procs.wait_until(lambda: bool(_python_sleepers(tmp_path)), 0.5)
+
+
+def _python_sleepers(tmp_path):
+    out = subprocess.run(["pgrep", "-f", "listening soon"], capture_output=True, text=True).stdout
+    return out.split()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    env = {**os.environ, "CHAUSSETTES_HOME": str(tmp_path), "CHAUSSETTES_KAFKA_PORT": "nope"}
+    result = cli(env, "stack", "status")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "chaussettes: CHAUSSETTES_KAFKA_PORT='nope' is not a valid int"
+    bad = cli(env, "stack", "sideways")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_dist_zip_holds_the_package(tmp_path):
+    import zipfile
+
+    from chaussettes.dist import build_zip
+
+    path = build_zip(tmp_path)
+    names = zipfile.ZipFile(path).namelist()
+    assert "chaussettes/settings.py" in names and "chaussettes/__init__.py" in names
+    assert not any("__pycache__" in n for n in names)
+    # The zip is importable on its own, as executors use it.
+    out = subprocess.run([sys.executable, "-S", "-c",
+                          "import sys; sys.path.insert(0, sys.argv[1]); import chaussettes.settings as s;"
+                          " print(s.__file__)", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0 and str(path) in out.stdout
