@@ -113,6 +113,9 @@ class Settings:
     thresholds_path: Path | None = None  # pins a file; else the artifact store's current
     # --- detection
     error_status_min: int = 400  # an error is status >= this
+    # --- the stack's default generator (`make up`)
+    generator_rate: float = 200.0  # lines/s; 0 leaves the generator out of the stack
+    generator_args: str = ""  # extra generator flags, e.g. "--scenario incidents.yaml"
 
     def __post_init__(self) -> None:
         # Derived folders: each defaults to a fixed place under home.

@@ -1,0 +1,7 @@
+"""``python -m chaussettes.generator``."""
+
+import sys
+
+from chaussettes.generator.cli import main
+
+sys.exit(main())
