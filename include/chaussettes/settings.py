@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "CHAUSSETTES_"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -113,6 +114,10 @@ class Settings:
     thresholds_path: Path | None = None  # pins a file; else the artifact store's current
     # --- detection
     error_status_min: int = 400  # an error is status >= this
+    # --- security and durability (chaussettes.security, stack/tls.py, stack/s3.py)
+    security_enabled: bool = False  # mutual-TLS proxy in front of the broker, Spark secret, Airflow login
+    durable_storage: bool = False  # the local broker on s3:// (a local SeaweedFS) instead of memory
+    s3_port: int = 8333  # SeaweedFS S3 endpoint; its master/volume/filer/admin use the next 4 ports
     # --- the stack's default generator (`make up`)
     generator_rate: float = 200.0  # lines/s; 0 leaves the generator out of the stack
     generator_args: str = ""  # extra generator flags, e.g. "--scenario incidents.yaml"
@@ -167,7 +172,7 @@ class Settings:
         opts.update({f"kafka.{k}": v for k, v in self.kafka.client_config().items()})
         return opts
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return load(_base=self, **changes)
 
     def as_env(self) -> dict[str, str]:

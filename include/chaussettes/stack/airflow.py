@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from chaussettes import security
 from chaussettes.settings import PACKAGE_DIR, Settings
 from chaussettes.stack.base import Component
 
@@ -46,6 +47,8 @@ def airflow_env(settings: Settings, airflow_home: Path | None = None) -> dict[st
         "PYSPARK_PYTHON": sys.executable,
         "PYTHONUNBUFFERED": "1",
     }
+    # Security on: login required for every user, Kafka over mutual TLS, the Spark secret.
+    env.update(security.airflow_env(settings))
     return env
 
 
@@ -72,6 +75,8 @@ def component(settings: Settings) -> Component:
 
     def prepare() -> None:
         settings.airflow_home.mkdir(parents=True, exist_ok=True)
+        if security.enabled(settings):
+            security.write_airflow_passwords(settings)
 
     return Component(
         name="airflow",
@@ -82,5 +87,5 @@ def component(settings: Settings) -> Component:
         start_timeout_s=180.0,
         prepare=prepare,
         urls=[f"http://127.0.0.1:{settings.airflow_port}/  (Airflow UI; user admin)"],
-        notes=[f"Airflow admin password: {passwords_file(settings)}"],
+        notes=[f"Airflow users and passwords: {passwords_file(settings)}"],
     )

@@ -8,9 +8,9 @@ the run folder, waits until ``healthy()`` answers True, and stops them in revers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass

@@ -17,6 +17,7 @@ import json
 import shlex
 import sys
 
+from chaussettes import security
 from chaussettes.settings import Settings
 from chaussettes.stack.base import Component
 
@@ -64,7 +65,7 @@ def component(settings: Settings) -> Component | None:
     return Component(
         name="generator",
         argv=argv(settings),
-        env={"PYTHONUNBUFFERED": "1"},
+        env={"PYTHONUNBUFFERED": "1", **security.client_env(settings, "generator")},
         healthy=lambda: heartbeat(settings) is not None,
         start_timeout_s=max(30.0, 3 * settings.kafka_timeout_s),
         prepare=prepare,

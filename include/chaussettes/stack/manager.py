@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from chaussettes import procs
 from chaussettes.settings import Settings
@@ -148,7 +148,7 @@ def status(settings: Settings) -> list[tuple[str, str, str]]:
         else:
             try:
                 health = "healthy" if _healthy(comp) else "unhealthy"
-            except Exception as exc:  # a health probe must never break status
+            except Exception as exc:  # noqa: BLE001 — a health probe must never break status
                 health = f"unhealthy ({exc})"
             urls = "; ".join(comp.urls)
             rows.append((comp.name, health, f"pid {running.pid}  {urls}"))

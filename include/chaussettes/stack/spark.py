@@ -6,6 +6,7 @@ import json
 import urllib.request
 from pathlib import Path
 
+from chaussettes import security
 from chaussettes.settings import Settings
 from chaussettes.stack.base import Component
 
@@ -24,6 +25,7 @@ def _spark_env(settings: Settings) -> dict[str, str]:
         "SPARK_LOCAL_DIRS": str(run / "tmp"),
         "SPARK_WORKER_DIR": str(run / "work"),
         "SPARK_NO_DAEMONIZE": "1",
+        **security.spark_env(settings),  # spark.authenticate + its secret, when security is on
     }
 
 
@@ -71,8 +73,8 @@ def worker(settings: Settings) -> Component:
         ports=[(settings.spark_worker_webui_port, "CHAUSSETTES_SPARK_WORKER_WEBUI_PORT")],
         healthy=lambda: alive_workers(settings) >= 1,
         start_timeout_s=60.0,
-        urls=[f"worker UI http://127.0.0.1:{settings.spark_worker_webui_port}/  "
-              f"({settings.spark_worker_cores} cores, {settings.spark_worker_memory})"],
+        urls=[(f"worker UI http://127.0.0.1:{settings.spark_worker_webui_port}/  "
+              f"({settings.spark_worker_cores} cores, {settings.spark_worker_memory})")],
     )
 
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-shot, in the broker's network namespace (network_mode: service:kafka), through the
+# broker's loopback-only PLAINTEXT listener: create the topics, one SCRAM-SHA-512 user per
+# component, and the ACLs that let each component do its job and nothing more.
+# Idempotent: rerunning it updates passwords and leaves topics as they are.
+set -euo pipefail
+BS=127.0.0.1:29092
+BIN=/opt/kafka/bin
+: "${TOPIC_LOGS:?}" "${TOPIC_ALERTS:?}" "${LOGS_PARTITIONS:?}" "${ALERTS_PARTITIONS:?}"
+
+"$BIN/kafka-topics.sh" --bootstrap-server "$BS" --create --if-not-exists \
+  --topic "$TOPIC_LOGS" --partitions "$LOGS_PARTITIONS" --replication-factor 1
+"$BIN/kafka-topics.sh" --bootstrap-server "$BS" --create --if-not-exists \
+  --topic "$TOPIC_ALERTS" --partitions "$ALERTS_PARTITIONS" --replication-factor 1
+
+for user in generator detector calibration ops airflow; do
+  var="KAFKA_$(echo "$user" | tr a-z A-Z)_PASSWORD"
+  password="${!var:?$var is not set (make env)}"
+  "$BIN/kafka-configs.sh" --bootstrap-server "$BS" --alter --entity-type users \
+    --entity-name "$user" --add-config "SCRAM-SHA-512=[iterations=8192,password=${password}]" >/dev/null
+  echo "kafka-init: SCRAM-SHA-512 user $user"
+done
+
+acl() { "$BIN/kafka-acls.sh" --bootstrap-server "$BS" --add --force "$@" >/dev/null; }
+acl --allow-principal User:generator --operation Write --operation Describe --topic "$TOPIC_LOGS"
+acl --allow-principal User:detector --operation Read --operation Describe --topic "$TOPIC_LOGS"
+acl --allow-principal User:detector --operation Write --operation Describe --topic "$TOPIC_ALERTS"
+acl --allow-principal User:calibration --operation Read --operation Describe --topic "$TOPIC_LOGS"
+acl --allow-principal User:ops --operation Read --operation Describe --topic "$TOPIC_ALERTS"
+acl --allow-principal User:ops --operation Describe --topic "$TOPIC_LOGS"
+# Airflow watches alerts and submits calibrations that may read the logs topic.
+acl --allow-principal User:airflow --operation Read --operation Describe --topic "$TOPIC_ALERTS"
+acl --allow-principal User:airflow --operation Read --operation Describe --topic "$TOPIC_LOGS"
+for user in detector calibration ops airflow; do
+  acl --allow-principal "User:$user" --operation Read --group chaussettes --resource-pattern-type prefixed
+done
+echo "kafka-init: topics $TOPIC_LOGS x$LOGS_PARTITIONS, $TOPIC_ALERTS x$ALERTS_PARTITIONS; ACLs set"

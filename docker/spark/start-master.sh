@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The official apache/spark image as a standalone master with authentication on: the shared
+# secret goes from the environment into a 0600 spark-defaults.conf, never onto the command line.
+set -euo pipefail
+umask 077
+export SPARK_CONF_DIR=/tmp/spark-conf
+mkdir -p "$SPARK_CONF_DIR"
+{
+  echo "spark.authenticate true"
+  echo "spark.authenticate.secret ${SPARK_AUTH_SECRET:?SPARK_AUTH_SECRET is not set (make env)}"
+  echo "spark.network.crypto.enabled true"
+} > "$SPARK_CONF_DIR/spark-defaults.conf"
+unset SPARK_AUTH_SECRET
+exec /opt/spark/bin/spark-class org.apache.spark.deploy.master.Master \
+  --host 0.0.0.0 --port 7077 --webui-port 8090

@@ -1,0 +1,320 @@
+"""docker-compose.yaml, checked statically (no container engine here).
+
+Debian's docker-compose 1.29 validates and resolves the file (anchors merged, variables
+interpolated); the tests then check the invariants on what it resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from chaussettes import security
+from chaussettes import settings as settings_mod
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.yaml"
+EXAMPLE = REPO / ".env.example"
+ONE_SHOT = {"certs", "kafka-init", "airflow-init", "calibration"}
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|FERNET_KEY|_KEY$)")
+
+
+def _compose(*args: str, env_file: Path = EXAMPLE, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose is missing: apt-get install -y docker-compose (make sysdeps)"
+    return subprocess.run([exe, "--env-file", str(env_file), "-f", str(COMPOSE), *args],
+                          check=False, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict:
+    result = _compose("config")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def services(resolved) -> dict:
+    return resolved["services"]
+
+
+def _env_example() -> dict[str, str]:
+    values = {}
+    for line in EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def test_compose_config_is_valid_with_the_documented_example():
+    result = _compose("config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_run_without_generated_secrets(tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = _compose("config", "-q", env_file=empty, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "gen_env.py" in result.stderr
+
+
+def test_every_image_is_pinned(services):
+    for name, svc in services.items():
+        image = svc.get("image")
+        assert image, f"{name} has no image name"
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest" and re.search(r"\d", tag), f"{name}: {image} is not pinned"
+    froms = re.findall(r"^ARG \w+_IMAGE=(\S+)", (REPO / "docker" / "Dockerfile").read_text(), re.MULTILINE)
+    assert len(froms) == 2
+    for image in froms:
+        assert re.search(r":\d+\.\d+\.\d+", image), image
+
+
+def test_official_images_match_the_pinned_versions(services):
+    from importlib import metadata
+
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    spark_tag = services["spark-master"]["image"].split(":")[1]
+    assert spark_tag.startswith(metadata.version("pyspark") + "-")
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert f"apache/airflow:{metadata.version('apache-airflow')}-python3.11" in dockerfile
+    assert f"apache/spark:{spark_tag}" in dockerfile
+
+
+def test_every_long_running_service_has_a_healthcheck_and_restart_policy(services):
+    for name, svc in services.items():
+        if name in ONE_SHOT:
+            assert svc.get("restart") == "no", name
+            continue
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert svc.get("restart") in ("unless-stopped", "always"), name
+    assert ONE_SHOT <= set(services)
+
+
+def test_every_depends_on_has_a_condition_that_fits_the_dependency(services):
+    for name, svc in services.items():
+        deps = svc.get("depends_on", {})
+        assert isinstance(deps, dict), f"{name}: depends_on without conditions"
+        for dep, spec in deps.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            want = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            assert spec.get("condition") == want, f"{name} -> {dep}: {spec}"
+
+
+def test_profiles_and_named_volumes(resolved, services):
+    assert services["generator"]["profiles"] == ["generator"]
+    assert services["calibration"]["profiles"] == ["batch"]
+    unprofiled = {n for n, s in services.items() if not s.get("profiles")}
+    assert {"kafka", "spark-master", "spark-worker", "airflow-api-server", "airflow-scheduler",
+            "airflow-dag-processor", "airflow-triggerer", "postgres", "detector"} <= unprofiled
+    named = set(resolved["volumes"])
+    assert {"kafka-data", "postgres-data", "certs", "chaussettes-data"} <= named
+    for name, svc in services.items():
+        for vol in svc.get("volumes", []):
+            source = vol["source"] if isinstance(vol, dict) else vol.split(":")[0]
+            if not source.startswith(("/", ".")):
+                assert source in named, f"{name} uses undeclared volume {source}"
+
+
+def test_topics_match_the_settings_of_the_local_stack(services):
+    s = settings_mod.load(env={})
+    init = services["kafka-init"]["environment"]
+    assert init["TOPIC_LOGS"] == s.topic_logs and int(init["LOGS_PARTITIONS"]) == s.logs_partitions
+    assert init["TOPIC_ALERTS"] == s.topic_alerts and int(init["ALERTS_PARTITIONS"]) == s.alerts_partitions
+    for name in ("generator", "detector", "calibration", "airflow-scheduler"):
+        env = services[name]["environment"]
+        assert env["CHAUSSETTES_TOPIC_LOGS"] == s.topic_logs
+        assert env["CHAUSSETTES_TOPIC_ALERTS"] == s.topic_alerts
+
+
+def test_kafka_is_sasl_ssl_with_scram_and_every_client_uses_it(services):
+    kafka = services["kafka"]["environment"]
+    protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    advertised = {item.split("://")[0]: item.split("://")[1]
+                  for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    for listener, address in advertised.items():
+        if protocols[listener] == "PLAINTEXT":
+            assert address.startswith("127.0.0.1:"), f"plaintext listener {listener} is not loopback"
+        else:
+            assert protocols[listener] == "SASL_SSL"
+    assert kafka["KAFKA_SASL_ENABLED_MECHANISMS"] == security.SCRAM_MECHANISM
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    users = set()
+    for name in ("generator", "detector", "calibration", "airflow-api-server", "airflow-scheduler"):
+        env = services[name]["environment"]
+        child = settings_mod.load(env=env)  # the same settings model as the local stack
+        conf = child.kafka_client_config()
+        assert conf["security.protocol"] == "sasl_ssl" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert conf["bootstrap.servers"] == "kafka:19092"
+        users.add(child.kafka.sasl_username)
+    assert users <= set(security.COMPONENTS)
+    script = (REPO / "docker" / "kafka" / "kafka-init.sh").read_text()
+    assert f"for user in {' '.join(security.COMPONENTS)}; do" in script
+    for component in security.COMPONENTS:
+        assert f"KAFKA_{component.upper()}_PASSWORD" in services["kafka-init"]["environment"]
+
+
+def test_host_ports_are_published_on_loopback_only(services):
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} on every interface"
+
+
+def test_no_secret_is_written_in_the_compose_file():
+    raw = yaml.safe_load(COMPOSE.read_text())
+
+    def walk(node, path=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from walk(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from walk(v, f"{path}[{i}]")
+        else:
+            yield path, node
+
+    for path, value in walk(raw):
+        key = path.rsplit(".", 1)[-1]
+        if SECRET_NAME.search(key) and "KEYSTORE_FILENAME" not in key and "CREDENTIALS" not in key:
+            assert isinstance(value, str) and value.startswith("${"), f"{path} holds a literal value"
+    assert "ALL_ADMINS: ${AIRFLOW_DEV_ALL_ADMINS:-False}" in COMPOSE.read_text()
+
+
+def test_env_example_documents_every_variable_and_holds_no_secret():
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", COMPOSE.read_text()))  # $$ escapes
+    example = _env_example()
+    assert used <= set(example), f"undocumented: {sorted(used - set(example))}"
+    for name, value in example.items():
+        if SECRET_NAME.search(name):
+            assert value == "CHANGE_ME", f"{name} has a value in .env.example"
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_gen_env_writes_private_random_secrets_and_keeps_an_existing_file(tmp_path):
+    out = tmp_path / ".env"
+    gen = [sys.executable, str(REPO / "docker" / "gen_env.py"), "--output", str(out)]
+    first = subprocess.run(gen, check=False, capture_output=True, text=True, timeout=30)
+    assert first.returncode == 0, first.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    values = dict(line.split("=", 1) for line in out.read_text().splitlines()
+                  if line and not line.startswith("#"))
+    secrets_ = {k: v for k, v in values.items() if _env_example()[k] == "CHANGE_ME"}
+    assert len(secrets_) >= 10 and "=CHANGE_ME" not in out.read_text()
+    assert len(set(secrets_.values())) == len(secrets_)
+    from cryptography.fernet import Fernet
+
+    Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # a valid key
+    before = out.read_text()
+    again = subprocess.run(gen, check=False, capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0 and out.read_text() == before and "kept" in again.stdout
+    forced = subprocess.run(gen + ["--force"], check=False, capture_output=True, text=True, timeout=30)
+    assert forced.returncode == 0 and out.read_text() != before
+    # And compose accepts the generated file.
+    result = _compose("config", "-q", env_file=out)
+    assert result.returncode == 0, result.stderr
+    bad = subprocess.run([*gen[:2], "--example", str(tmp_path / "missing")], check=False, capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_generator_container_reads_rate_and_scenario_from_the_environment(services):
+    gen = services["generator"]
+    assert {"GENERATOR_RATE", "GENERATOR_SCENARIO"} <= set(gen["environment"])
+    assert "generator-status.json" in " ".join(gen["healthcheck"]["test"])
+    script = (REPO / "docker" / "run-generator.sh").read_text()
+    assert '--rate "${GENERATOR_RATE' in script and '--scenario "${GENERATOR_SCENARIO}"' in script
+    assert "generator-status.json" in script
+
+
+def test_spark_secret_never_reaches_a_command_line(services):
+    for name, svc in services.items():
+        command = " ".join(svc.get("command") or []) + " " + " ".join(svc.get("entrypoint") or [])
+        assert "spark.authenticate.secret" not in command, name
+    for script in ("entrypoint.sh", "spark/start-master.sh"):
+        text = (REPO / "docker" / script).read_text()
+        assert "umask 077" in text and "unset SPARK_AUTH_SECRET" in text
+
+
+@pytest.mark.slow
+def test_airflow_init_creates_the_connections_the_dags_use(services, tmp_path):
+    """docker/airflow-init.sh with the environment compose gives it, on a real Airflow
+    (SQLite instead of Postgres): the Kafka connection is SASL_SSL + SCRAM as the airflow
+    user, encrypted at rest, and the Spark connection yields the standalone master."""
+    from cryptography.fernet import Fernet
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAUSSETTES_", "AIRFLOW"))}
+    env.update({k: str(v) for k, v in services["airflow-init"]["environment"].items()})
+    env.update({
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+        "CHAUSSETTES_KAFKA_SASL_PASSWORD": "pw-" + "from-env-file",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    init = subprocess.run(["bash", str(REPO / "docker" / "airflow-init.sh")], env=env, check=False,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert init.returncode == 0, init.stdout[-2000:] + init.stderr[-2000:]
+    assert "pw-from-env-file" not in init.stdout + init.stderr
+    probe = (
+        "import json\n"
+        "from airflow.models import Connection\n"
+        "from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook\n"
+        "from airflow.utils.session import create_session\n"
+        "with create_session() as s:\n"
+        "    c = s.query(Connection).filter_by(conn_id='kafka_default').one()\n"
+        "    print(json.dumps({'encrypted': c.is_extra_encrypted, 'kafka': c.extra_dejson,\n"
+        "        'master': SparkSubmitHook(conn_id='spark_default')._resolve_connection()['master']}))\n"
+    )
+    # Outside a task, Airflow 3 hooks read connections from the database only in a "server"
+    # context (a task gets them through the API server, which reads the same database).
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "_AIRFLOW_PROCESS_CONTEXT": "server"},
+                         check=False, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["master"] == "spark://spark-master:7077"
+    assert got["encrypted"] is True
+    assert got["kafka"] == {
+        "bootstrap.servers": "kafka:19092", "security.protocol": "SASL_SSL",
+        "ssl.ca.location": "/certs/ca.pem", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "airflow", "sasl.password": "pw-from-env-file",
+    }
+
+
+def test_shell_scripts_parse():
+    for script in sorted((REPO / "docker").rglob("*.sh")):
+        result = subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 0, f"{script}: {result.stderr}"
+
+
+def test_entrypoint_turns_secrets_into_private_files_and_drops_them_from_the_env(tmp_path):
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SPARK_CONF_DIR": str(tmp_path / "spark-conf"), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "SPARK_AUTH_SECRET": "spark-" + "secret-value", "AIRFLOW_ADMIN_PASSWORD": "admin-" + "pw",
+        "AIRFLOW_OPS_PASSWORD": "ops-" + "pw",
+    }
+    result = subprocess.run(["bash", str(REPO / "docker" / "entrypoint.sh"), "env"], env=env,
+                            check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    child_env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert not {"SPARK_AUTH_SECRET", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_OPS_PASSWORD"} & set(child_env)
+    conf = tmp_path / "spark-conf" / "spark-defaults.conf"
+    assert "spark.authenticate.secret spark-secret-value\n" in conf.read_text()
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    pw = tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated"
+    assert json.loads(pw.read_text()) == {"admin": "admin-pw", "ops": "ops-pw"}
+    assert stat.S_IMODE(pw.stat().st_mode) == 0o600
