@@ -1,0 +1,176 @@
+"""Streaming detector benchmarks (``make bench``).
+
+- throughput: N events preloaded in a topic (Combined lines from the generator), the
+  detector run with ``availableNow`` and a bounded batch size (``maxOffsetsPerTrigger``)
+  on the shared local[2] session, archive on; events/s and its ratio to the raw consume
+  rate measured in the same run. ``BENCH_DETECTOR_EVENTS`` sets N (default 1,000,000:
+  5 M takes several minutes on 2 shared cores).
+- latency: live traffic from the generator at ``BENCH_DETECTOR_RATE`` lines/s (default
+  20,000) with injected incidents (IP flood, URL outage, global spike), detector on the
+  default 10 s trigger; time from each incident's start to its first alert read on the
+  alerts topic; p50 / p95 / max.
+- detection quality on the same run: incidents alerted / incidents, and alerts whose
+  window overlaps no incident per 1,000 judged window evaluations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GEN = [sys.executable, str(REPO / "jobs" / "generate_logs.py")]
+
+
+def _iso(text: str) -> float:
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def _run_detector(spark, settings, cfg):
+    from chaussettes.detector.pipeline import build_query
+    from chaussettes.detector.status import StatusWriter
+
+    status = StatusWriter(settings.detector_status_path, "kafka", settings=settings, topic=cfg.topic)
+    status.starting()
+    query, processor = build_query(spark, settings, cfg, status)
+    return query, processor
+
+
+def throughput(ctx) -> list[dict]:
+    from chaussettes.detector.pipeline import DetectorConfig
+
+    n = int(os.environ.get("BENCH_DETECTOR_EVENTS", "1000000"))
+    batch = int(os.environ.get("BENCH_DETECTOR_BATCH", "250000"))
+    topic, alerts = ctx.new_topic(4), ctx.new_topic(1)
+    settings = ctx.settings.replace(home=ctx.tmp / "detector-throughput")
+    gen = subprocess.run(GEN + ["--bootstrap-servers", settings.bootstrap_servers, "--topic", topic,
+                                "--start-time", "2026-01-01T00:00:00Z", "--rate", "20000", "--count", str(n),
+                                "--bad-ips", "2", "--bad-urls", "1", "--seed", "11", "--quiet"],
+                         capture_output=True, text=True, timeout=600, check=False)
+    if gen.returncode != 0:
+        raise RuntimeError(f"generator failed: {gen.stderr[-300:]}")
+    spark = ctx.spark()
+    cfg = DetectorConfig(source="kafka", trigger="available-now", checkpoint=ctx.tmp / "ckpt-throughput",
+                         topic=topic, alerts_topic=alerts, max_offsets_per_trigger=batch)
+    t0 = time.time()
+    query, processor = _run_detector(spark, settings, cfg)
+    query.awaitTermination()
+    elapsed = time.time() - t0
+    processor.close()
+    status = json.loads(settings.detector_status_path.read_text())
+    rows = status["events_total"] + status["quarantined_total"]
+    rate = rows / elapsed
+    raw = ctx.raw.get("consume_msgs_per_s")
+    note = (f"{rows:,} events preloaded (Combined, 4 partitions), maxOffsetsPerTrigger={batch:,}, "
+            f"{status['batch_id'] + 1} batches in {elapsed:.1f}s incl. query start; archive (Parquet + error JSON) on; "
+            f"{status['alerts_published_total']} alerts")
+    out = [{"name": "detector throughput", "value": round(rate), "unit": "events/s", "goal": ">= 150000",
+            "note": note}]
+    if raw:
+        out.append({"name": "detector throughput / raw consume", "value": round(rate / raw, 3), "unit": "ratio",
+                    "goal": None, "note": f"raw consume {raw:,.0f} msgs/s in the same run"})
+    return out
+
+
+def latency(ctx) -> list[dict]:
+    from chaussettes.detector.pipeline import DetectorConfig
+    from confluent_kafka import Consumer, TopicPartition
+
+    rate = int(os.environ.get("BENCH_DETECTOR_RATE", "20000"))
+    duration = int(os.environ.get("BENCH_DETECTOR_DURATION", "110"))
+    topic, alerts_topic = ctx.new_topic(4), ctx.new_topic(1)
+    settings = ctx.settings.replace(home=ctx.tmp / "detector-latency")
+    base = ctx.tmp / "detector-latency"
+    base.mkdir(parents=True, exist_ok=True)
+    scenario = {"incidents": [
+        {"name": "flood", "kind": "ip_flood", "start": 20, "duration": 30, "entity": "198.51.100.7",
+         "rate": max(rate * 0.01, 30), "error_rate": 0.9},
+        {"name": "outage", "kind": "url_outage", "start": 45, "duration": 30, "entity": "/api/v1/checkout",
+         "rate": max(rate * 0.01, 30), "error_rate": 0.9},
+        {"name": "spike", "kind": "error_spike", "start": 75, "duration": 25, "error_rate": 0.5},
+    ]}
+    (base / "scenario.json").write_text(json.dumps(scenario))
+    spark = ctx.spark()
+    cfg = DetectorConfig(source="kafka", trigger="10s", checkpoint=base / "ckpt", topic=topic,
+                         alerts_topic=alerts_topic, max_offsets_per_trigger=None)
+    query, processor = _run_detector(spark, settings, cfg)
+
+    arrivals: list[tuple[float, dict]] = []
+    stop = threading.Event()
+
+    def collect():
+        c = Consumer(settings.kafka_client_config(**{"group.id": "bench-latency", "enable.auto.commit": False,
+                                                     "fetch.queue.backoff.ms": 0}))
+        c.assign([TopicPartition(alerts_topic, 0, 0)])
+        while not stop.is_set():
+            for m in c.consume(100, 0.2):
+                if not m.error():
+                    arrivals.append((time.time(), json.loads(m.value())))
+        c.close()
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    try:
+        gen = subprocess.run(GEN + ["--bootstrap-servers", settings.bootstrap_servers, "--topic", topic,
+                                    "--rate", str(rate), "--duration", str(duration), "--seed", "5",
+                                    "--error-rate", "0.05", "--scenario", str(base / "scenario.json"),
+                                    "--labels", str(base / "labels.json"), "--quiet"],
+                             capture_output=True, text=True, timeout=duration + 120, check=False)
+        if gen.returncode != 0:
+            raise RuntimeError(f"generator failed: {gen.stderr[-300:]}")
+        time.sleep(25)  # let the last windows be judged
+    finally:
+        query.stop()
+        processor.close()
+        stop.set()
+        reader.join(5)
+    status = json.loads(settings.detector_status_path.read_text())
+    labels = json.loads((base / "labels.json").read_text())["incidents"]
+    latencies, alerted = [], 0
+    for inc in labels:
+        start, end = _iso(inc["start"]), _iso(inc["end"])
+        hits = [t for t, a in arrivals if a["kind"] == inc["alert_kind"] and a["key"] == inc["entity"]
+                and _iso(a["window_start"]) < end and _iso(a["window_end"]) > start]
+        if hits:
+            alerted += 1
+            latencies.append(min(hits) - start)
+    false = [a for _, a in arrivals if not any(
+        _iso(a["window_start"]) < _iso(i["end"]) and _iso(a["window_end"]) > _iso(i["start"]) for i in labels)]
+    evaluations = max(status.get("evaluations_total") or 0, 1)
+    lat = sorted(latencies)
+
+    def pct(p):
+        if not lat:
+            return float("nan")
+        return lat[min(len(lat) - 1, round(p * (len(lat) - 1)))]
+
+    note = (f"{rate:,} lines/s for {duration}s, {len(labels)} incidents, trigger 10s; "
+            f"latencies {', '.join(f'{x:.1f}' for x in latencies)} s")
+    return [
+        {"name": "detector alert latency p95", "value": round(pct(0.95), 2), "unit": "s", "goal": "<= 20",
+         "note": note},
+        {"name": "detector alert latency p50", "value": round(pct(0.5), 2), "unit": "s", "goal": None, "note": None},
+        {"name": "detector incidents alerted", "value": round(alerted / max(len(labels), 1), 3), "unit": "ratio",
+         "goal": ">= 1", "note": f"{alerted}/{len(labels)} incidents"},
+        {"name": "detector false alerts per 1000 evaluations", "value": round(1000 * len(false) / evaluations, 3),
+         "unit": "per 1000", "goal": None,
+         "note": f"{len(false)} alerts outside incidents, {evaluations} judged window evaluations, "
+                 f"{len(arrivals)} alerts in all"},
+    ]
+
+
+def run(ctx) -> list[dict]:
+    results = []
+    for part in (throughput, latency):
+        try:
+            results += part(ctx)
+        except Exception as exc:  # noqa: BLE001 - one failing part must not hide the other
+            results.append({"name": f"detector {part.__name__}", "value": float("nan"), "unit": "",
+                            "goal": None, "note": f"failed: {type(exc).__name__}: {exc}"[:300]})
+    return results

@@ -1,0 +1,438 @@
+"""The streaming detector: source → parse → (quarantine, archive, windowed rates) → alerts.
+
+One Structured Streaming query reads the lines once and hands each micro-batch to
+``BatchProcessor`` (``foreachBatch``), which, in order:
+
+1. reloads the thresholds if a new version is in force (``thresholds.ThresholdsWatcher``
+   over ``artifacts.current_thresholds_path``; a bad file is rejected, the last good
+   version stays, the reason goes to the log and the status);
+2. parses natively (``sparkparse``, on the cached batch) and writes the refused
+   lines to the quarantine, the events to the Parquet archive and the error events to
+   JSON (``archive.write_partitioned``: restart-safe);
+3. counts the batch's events per (kind, key, window) with ``windows.windowed_rates_batch``
+   — the same statistic as the calibration — and adds them to the window state
+   (``state.DetectorState``, checkpointed per batch) so every touched window has its full
+   count so far;
+4. judges each touched window with ``judge.judge_one`` (same rule as ``judge.judge``):
+   a breach is alerted as soon as it is visible, while its window is still open, and only
+   once per (kind, key, window) — alert ids already published are in the state;
+5. publishes the new alerts exactly once (``publish``), saves the state, writes the
+   status file and, with ``--console``, prints the per-window table.
+
+Event time: windows end when the watermark (max event time seen - ``watermark_s``) passes
+them; events for windows already ended are dropped (counted as late).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaussettes import artifacts, judge, sparkparse, windows
+from chaussettes import thresholds as thresholds_mod
+from chaussettes.detector import alerts as alerts_mod
+from chaussettes.detector.archive import write_partitioned
+from chaussettes.detector.publish import AlertPublisher, published_ids
+from chaussettes.detector.state import DetectorState, StateStore
+from chaussettes.detector.status import StatusWriter
+
+log = logging.getLogger("chaussettes.detector")
+
+# The parser's full-rules branch is a long chain of wide projections: whole-stage code
+# generation of it exceeds the JVM's 64 KB method limit (Spark then logs an ERROR, wastes
+# seconds compiling and falls back). Operators wider than maxFields are run without it;
+# the fast path and the aggregations stay well below.
+DETECTOR_SPARK_CONF = {
+    "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+    "spark.sql.codegen.maxFields": "40",
+}
+FUTURE_TOLERANCE_S = 300  # event times further ahead than this do not move the watermark
+
+
+@dataclass
+class DetectorConfig:
+    source: str = "kafka"  # kafka | socket | files
+    trigger: str = "10s"  # "<n>s" or "available-now"
+    checkpoint: Path | None = None
+    thresholds: Path | None = None  # pin a file; else the artifact store's current version
+    input: Path | None = None  # files source
+    socket: str | None = None  # host:port
+    topic: str | None = None  # default settings.topic_logs
+    alerts_topic: str | None = None  # default settings.topic_alerts
+    max_offsets_per_trigger: int | None = 500_000
+    max_files_per_trigger: int | None = None
+    starting_offsets: str = "earliest"
+    console: bool = False
+    archive: bool = True
+    master: str | None = None  # None: spark-submit's --master
+
+
+def trigger_seconds(text: str) -> float | None:
+    """Seconds of a '10s' / '500ms' / '2m' trigger, None for available-now."""
+    t = text.strip().lower()
+    if t in ("available-now", "availablenow", "once"):
+        return None
+    for suffix, factor in (("ms", 0.001), ("s", 1), ("m", 60)):
+        if t.endswith(suffix) and t[: -len(suffix)].replace(".", "", 1).isdigit():
+            value = float(t[: -len(suffix)]) * factor
+            if value <= 0:
+                break
+            return value
+    raise ValueError(f"--trigger {text!r}: expected a duration like 10s, 500ms, 1m, or available-now")
+
+
+class BatchProcessor:
+    """The ``foreachBatch`` function (see the module docstring)."""
+
+    def __init__(self, spark, settings, cfg: DetectorConfig, checkpoint: Path, status: StatusWriter):
+        self.spark = spark
+        self.settings = settings
+        self.cfg = cfg
+        self.store = StateStore(checkpoint / "detector")
+        self.status = status
+        path_fn = (lambda: cfg.thresholds) if cfg.thresholds else \
+            (lambda: artifacts.current_thresholds_path(settings))
+        self.watcher = thresholds_mod.ThresholdsWatcher(path_fn)
+        self.publisher = AlertPublisher(settings, cfg.alerts_topic)
+        self.alerts_topic = cfg.alerts_topic or settings.topic_alerts
+        self._recovered = False
+        self._last_end = time.time()
+        self.console_sets: dict[tuple, set] = {}
+
+    # ------------------------------------------------------------------ per batch
+    def __call__(self, df, batch_id: int) -> None:
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        t0 = time.time()
+        th = self.watcher.current()
+        state = self.store.load_before(batch_id)
+        if not self._recovered:
+            # alerts a previous run published but whose batch state it never saved
+            state.published.update(published_ids(self.settings, self.alerts_topic,
+                                                 newer_than_s=state.watermark))
+            self._recovered = True
+        length, slide, esm = th.window_length_s, th.window_slide_s, th.error_status_min
+        if state.window_spec not in (None, (length, slide)):
+            log.warning("window changed from %s to %s: open windows restart", state.window_spec, (length, slide))
+            state.windows = state.windows.iloc[0:0]
+        state.window_spec = (length, slide)
+
+        # The source is read once (cached); the parser's two branches (fast path, full
+        # rules) and every output below read the cached, parsed batch.
+        # parse_batch caches the fast path's result (the source is read once); the parsed
+        # view is cached too only when some lines needed the full rules (their long plan
+        # is then evaluated once, not by every output below)
+        parsed_view, fast = sparkparse.parse_batch(df, "value")
+        needs_full = bool(getattr(parsed_view, "_chaussettes_full", False))
+        parsed = parsed_view.persist(StorageLevel.MEMORY_AND_DISK) if needs_full else parsed_view
+        steps: dict[str, float] = {"prepare": round(time.time() - t0, 2)}
+        mark = time.time()
+
+        def step(name: str) -> None:
+            nonlocal mark
+            now_ = time.time()
+            steps[name] = round(now_ - mark, 2)
+            mark = now_
+
+        try:
+            summary = self._summary(parsed)
+            if needs_full:
+                fast.unpersist()
+            step("parse")
+            n_rows = sum(r["rows"] for r in summary)
+            n_bad = sum(r["bad"] for r in summary)
+            n_good = n_rows - n_bad
+            max_ts = max((r["max_ts"] for r in summary if r["max_ts"] is not None), default=None)
+            for r in summary:
+                if r["topic"] is not None and r["partition"] is not None and r["max_offset"] is not None:
+                    state.end_offsets.setdefault(r["topic"], {})[str(r["partition"])] = int(r["max_offset"]) + 1
+
+            now = dt.datetime.now(dt.UTC)
+            if n_bad:
+                write_partitioned(sparkparse.quarantine_of(parsed, F.lit(now.replace(tzinfo=None))),
+                                  self.settings.quarantine_dir, "json", batch_id, "quarantined_at")
+            events = sparkparse.events_of(parsed)
+            if n_good and self.cfg.archive:
+                write_partitioned(events, self.settings.archive_dir, "parquet", batch_id, "event_time")
+                write_partitioned(events.where(F.col("status") >= F.lit(esm)),
+                                  self.settings.data_dir / "errors", "json", batch_id, "event_time")
+            step("files")
+
+            touched = self._merge_rates(events, state, length, slide, esm) if n_good else None
+            step("rates")
+            new_alerts = self._judge(touched, state, th, batch_id) if touched is not None else []
+            step("judge")
+            if new_alerts:
+                self._explain(events, new_alerts, esm, th)
+                self.publisher.publish(new_alerts)
+                for a in new_alerts:
+                    state.published[a["alert_id"]] = int(_epoch(a["window_end"]))
+            step("alerts")
+            if self.cfg.console and n_good:
+                self._console(events, state, length, slide, esm, batch_id)
+
+            if max_ts is not None:
+                limit = time.time() + FUTURE_TOLERANCE_S
+                state.advance_watermark(min(max_ts, limit), th.watermark_s)
+            state.evict(length)
+            state.batch_id = batch_id
+            state.events_total += n_good
+            state.quarantined_total += n_bad
+            state.alerts_published_total += len(new_alerts)
+            self.store.save(state)
+            step("save")
+        finally:
+            if needs_full:
+                parsed.unpersist()
+            fast.unpersist()
+        t1 = time.time()
+        since_last = max(t1 - self._last_end, 1e-6)
+        self._last_end = t1
+        self.status.batch_done(
+            batch_id=batch_id, input_rows=n_rows,
+            input_rows_per_s=n_rows / since_last, processed_rows_per_s=n_rows / max(t1 - t0, 1e-6),
+            state=state, thresholds=th, watcher=self.watcher, alerts_last_batch=len(new_alerts),
+            duration_s=t1 - t0,
+        )
+        log.info("batch %d: %d rows (%d quarantined), %d alerts, %.2fs (%s), thresholds v%s",
+                 batch_id, n_rows, n_bad, len(new_alerts), t1 - t0,
+                 " ".join(f"{k} {v}s" for k, v in steps.items()), th.version)
+
+    def close(self) -> None:
+        """Flush and close the Kafka clients (the status file stays)."""
+        try:
+            self.publisher.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("closing the alert producer: %s", exc)
+        self.status.close()
+
+    # ------------------------------------------------------------------ steps
+    def _summary(self, parsed) -> list[dict]:
+        from pyspark.sql import functions as F
+
+        cols = set(parsed.columns)
+        topic = F.col("topic") if "topic" in cols else F.lit(None).cast("string")
+        part = F.col("partition") if "partition" in cols else F.lit(None).cast("int")
+        offset = F.col("offset") if "offset" in cols else F.lit(None).cast("long")
+        rows = parsed.groupBy(topic.alias("topic"), part.alias("partition")).agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum(F.col("reason").isNotNull().cast("long")).alias("bad"),
+            F.max(F.when(F.col("reason").isNull(), F.unix_micros(F.col("event_time")))).alias("max_us"),
+            F.max(offset).alias("max_offset"),
+        ).collect()
+        out = []
+        for r in rows:
+            d = r.asDict()
+            d["max_ts"] = d.pop("max_us") / 1e6 if d["max_us"] is not None else None
+            out.append(d)
+        return out
+
+    def _merge_rates(self, events, state: DetectorState, length: int, slide: int, esm: int):
+        from pyspark.sql import functions as F
+
+        rates = windows.windowed_rates_batch(events, length, slide, esm)
+        rates = rates.select(
+            "kind", "key", F.unix_seconds("window_start").alias("window_start"),
+            F.unix_seconds("window_end").alias("window_end"), "requests", "errors",
+        )
+        if state.watermark is not None:
+            # windows the watermark has closed take no more events (late data)
+            rates = rates.where(F.col("window_end") > F.lit(int(state.watermark)))
+        pdf = rates.toPandas()
+        if pdf.empty:
+            return None
+        pdf = pdf.astype({"window_start": "int64", "window_end": "int64",
+                          "requests": "int64", "errors": "int64"})
+        return state.merge(pdf)
+
+    def _judge(self, touched, state: DetectorState, th, batch_id: int) -> list[dict]:
+        out = []
+        detected_at = dt.datetime.now(dt.UTC)
+        for row in touched.itertuples(index=False):
+            j = judge.judge_one(row.kind, row.key, int(row.requests), int(row.errors), th)
+            state.evaluations_total += int(j.judged)
+            if row.kind == "global":
+                state.recent_global[int(row.window_start)] = {
+                    "window_start": alerts_mod.iso(row.window_start), "window_end": alerts_mod.iso(row.window_end),
+                    "requests": int(row.requests), "errors": int(row.errors),
+                    "error_rate": j.error_rate, "threshold": j.threshold,
+                }
+            if not j.breach:
+                continue
+            aid = alerts_mod.alert_id(row.kind, row.key, row.window_start, row.window_end)
+            if aid in state.published:
+                continue
+            out.append(alerts_mod.build_alert(
+                kind=row.kind, key=row.key, window_start=row.window_start, window_end=row.window_end,
+                requests=row.requests, errors=row.errors, threshold=j.threshold,
+                thresholds_version=th.version, detected_at=detected_at,
+            ))
+        out.sort(key=lambda a: (a["window_start"], a["kind"], a["key"]))
+        return out
+
+    def _explain(self, events, new_alerts: list[dict], esm: int, th) -> None:
+        """Top error URLs / IPs / statuses of each alert's window, from this batch's events
+        (the batch that made the breach visible), then rebuild the explanation text."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        spec = self.spark.createDataFrame(
+            [(a["alert_id"], a["kind"], a["key"], _epoch(a["window_start"]), _epoch(a["window_end"]))
+             for a in new_alerts],
+            "alert_id string, kind string, key string, ws double, we double",
+        )
+        errors = events.where(F.col("status") >= F.lit(esm)).select(
+            F.unix_micros("event_time").alias("t"), "ip", "url", F.col("status").cast("string").alias("status"))
+        matched = errors.join(F.broadcast(spec), on=(
+            (F.col("t") >= F.col("ws") * 1e6) & (F.col("t") < F.col("we") * 1e6)
+            & ((F.col("kind") == "global") | ((F.col("kind") == "ip") & (F.col("ip") == F.col("key")))
+               | ((F.col("kind") == "url") & (F.col("url") == F.col("key"))))))
+        dims = F.explode(F.array(
+            F.struct(F.lit("url").alias("dim"), F.col("url").alias("value")),
+            F.struct(F.lit("ip").alias("dim"), F.col("ip").alias("value")),
+            F.struct(F.lit("status").alias("dim"), F.col("status").alias("value")),
+        )).alias("d")
+        counted = matched.select("alert_id", "kind", dims).select("alert_id", "kind", "d.dim", "d.value") \
+            .where(F.col("value").isNotNull() & (F.col("dim") != F.col("kind"))) \
+            .groupBy("alert_id", "dim", "value").count()
+        rank = F.row_number().over(Window.partitionBy("alert_id", "dim").orderBy(F.desc("count"), "value"))
+        tops: dict[str, dict[str, list]] = {}
+        for r in counted.withColumn("rank", rank).where(F.col("rank") <= alerts_mod.TOP_N).orderBy(
+                "alert_id", "dim", "rank").collect():
+            tops.setdefault(r["alert_id"], {}).setdefault(r["dim"], []).append((r["value"], int(r["count"])))
+        for a in new_alerts:
+            a["explanation"] = alerts_mod.explanation(a["kind"], a["key"], a["requests"], a["errors"],
+                                                      a["error_rate"], a["threshold"], tops.get(a["alert_id"]))
+
+    def _console(self, events, state: DetectorState, length: int, slide: int, esm: int, batch_id: int) -> None:
+        """Print the per-window table (window, status, error_count, unique_ips) of the
+        windows this batch touched, counted over the whole window so far."""
+        from pyspark.sql import functions as F
+
+        win = F.window("event_time", f"{length} seconds", f"{slide} seconds")
+        rows = events.where(F.col("status") >= F.lit(esm)).groupBy(win.alias("w"), "status").agg(
+            F.count(F.lit(1)).alias("n"), F.collect_set("ip").alias("ips"),
+        ).select(F.unix_seconds("w.start").alias("ws"), F.unix_seconds("w.end").alias("we"),
+                 "status", "n", "ips").collect()
+        touched = set()
+        for r in rows:
+            key = (int(r["ws"]), int(r["we"]), int(r["status"]))
+            if state.watermark is not None and key[1] <= state.watermark:
+                continue
+            entry = self.console_sets.setdefault(key, [0, set()])
+            entry[0] += int(r["n"])
+            entry[1].update(r["ips"])
+            touched.add(key)
+        if state.watermark is not None:
+            for key in [k for k in self.console_sets if k[1] <= state.watermark]:
+                del self.console_sets[key]
+        lines = [f"-------- batch {batch_id} --------",
+                 f"{'window':<41} {'status':>6} {'error_count':>11} {'unique_ips':>10}"]
+        for key in sorted(touched):
+            n, ips = self.console_sets[key]
+            window = f"{alerts_mod.iso(key[0])} .. {alerts_mod.iso(key[1])[11:]}"
+            lines.append(f"{window:<41} {key[2]:>6} {n:>11} {len(ips):>10}")
+        print("\n".join(lines), flush=True)
+
+
+def _epoch(iso_text: str) -> float:
+    return dt.datetime.fromisoformat(iso_text).timestamp()
+
+
+# ---------------------------------------------------------------------- the query
+def read_source(spark, settings, cfg: DetectorConfig):
+    """The streaming DataFrame of lines: ``value`` (+ topic, partition, offset for Kafka)."""
+    from pyspark.sql import functions as F
+
+    if cfg.source == "kafka":
+        from chaussettes import spark_kafka
+
+        spark_kafka.register(spark)
+        reader = spark.readStream.format("kafka")
+        for k, v in settings.spark_kafka_options().items():
+            reader = reader.option(k, v)
+        reader = reader.option("subscribe", cfg.topic or settings.topic_logs) \
+            .option("startingOffsets", cfg.starting_offsets) \
+            .option("kafka.timeout.ms", str(int(settings.kafka_timeout_s * 1000)))
+        if cfg.max_offsets_per_trigger:
+            reader = reader.option("maxOffsetsPerTrigger", str(int(cfg.max_offsets_per_trigger)))
+        return reader.load().select("value", "topic", "partition", "offset")
+    if cfg.source == "socket":
+        host, _, port = (cfg.socket or "").rpartition(":")
+        return spark.readStream.format("socket").option("host", host).option("port", int(port)).load() \
+            .select("value")
+    if cfg.source == "files":
+        reader = spark.readStream.format("text")
+        if cfg.max_files_per_trigger:
+            reader = reader.option("maxFilesPerTrigger", str(cfg.max_files_per_trigger))
+        df = reader.load(str(cfg.input))
+        return df.select("value", F.col("_metadata.file_path").alias("topic"))
+    raise ValueError(f"unknown source {cfg.source!r}")
+
+
+def build_query(spark, settings, cfg: DetectorConfig, status: StatusWriter):
+    checkpoint = Path(cfg.checkpoint or (settings.checkpoint_dir / "detector"))
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    for key, value in DETECTOR_SPARK_CONF.items():  # also on a session built elsewhere
+        spark.conf.set(key, value)
+    lines = read_source(spark, settings, cfg)
+    processor = BatchProcessor(spark, settings, cfg, checkpoint, status)
+    writer = lines.writeStream.queryName("chaussettes_detector").foreachBatch(processor) \
+        .option("checkpointLocation", str(checkpoint / "spark"))
+    seconds = trigger_seconds(cfg.trigger)
+    writer = writer.trigger(availableNow=True) if seconds is None else \
+        writer.trigger(processingTime=f"{int(seconds * 1000)} milliseconds")
+    return writer.start(), processor
+
+
+def run(settings, cfg: DetectorConfig) -> int:
+    """Run the detector until the query ends (available-now) or a signal stops it."""
+    from chaussettes.sparkconf import build_session
+
+    status = StatusWriter(settings.detector_status_path, source=cfg.source, settings=settings,
+                          topic=(cfg.topic or settings.topic_logs) if cfg.source == "kafka" else None)
+    status.starting()
+    spark = build_session("chaussettes-detector", settings, master=cfg.master,
+                          extra=DETECTOR_SPARK_CONF)
+    spark.sparkContext.setLogLevel("WARN")
+    query = None
+    stop_requested = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop_requested.set()
+        if query is not None:
+            threading.Thread(target=query.stop, daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        query, processor = build_query(spark, settings, cfg, status)
+        status.processor = processor
+        query.awaitTermination()
+        status.finished("stopped")
+        return 0
+    except Exception as exc:  # noqa: BLE001 - reported in the status and as one line
+        if stop_requested.is_set():
+            status.finished("stopped")
+            return 0
+        message = " ".join(str(exc).split())[:500]
+        status.finished("failed", error=message)
+        print(f"error: detector failed: {message}", file=sys.stderr)
+        return 1
+    finally:
+        if status.processor is not None:
+            status.processor.close()
+        try:
+            spark.stop()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("stopping Spark: %s", exc)
+
+
+__all__ = ["BatchProcessor", "DetectorConfig", "build_query", "read_source", "run", "trigger_seconds"]

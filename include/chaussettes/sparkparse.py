@@ -1,0 +1,501 @@
+"""The Spark-native parser of access-log lines: the rules of ``chaussettes.logformat``
+written as Spark column expressions (regular expressions, the VARIANT JSON parser,
+``try_make_timestamp``) — no Python UDF on the hot path, so it runs in the JVM at the
+speed of the rest of the query.
+
+``parse_lines(df, value_col="value") -> (events_df, quarantine_df)``:
+
+- ``events_df``: ``schemas.EVENT_FIELDS`` columns (plus nothing else);
+- ``quarantine_df``: ``schemas.QUARANTINE_FIELDS`` — the raw line, the reason code
+  (one of ``logformat.REASONS``, the same the Python parser gives), the source topic,
+  partition and offset when the input has them, and the time it was quarantined.
+
+``parse_column(df, value_col)`` is the single pass underneath: every input row with the
+event columns, ``reason`` (null for a good line) and ``raw``; the detector uses it to
+parse once and split afterwards. ``tests/test_sparkparse.py`` checks that it agrees with
+``logformat.parse`` on every line of ``tests/corpus/tricky_lines.jsonl``.
+
+Speed: a regular expression that captures several groups is evaluated once per line
+(``regexp_replace`` to a separator-joined string, then ``split``) rather than once per
+group; lines that contain the separator character fall back to one ``regexp_extract``
+per group.
+"""
+
+from __future__ import annotations
+
+from chaussettes import logformat, schemas
+
+SEP = "\u0001"
+MAX_LONG = 2**63 - 1
+
+_Q = r'"((?:[^"\\]|\\[\s\S])*)"'
+COMBINED_FULL = (
+    r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] " + _Q
+    + r" ([^ ]+) ([^ ]+)(?: " + _Q + " " + _Q + r"(?: [\s\S]*)?)?$"
+)
+# group numbers in COMBINED_FULL
+_C_IP, _C_TIME, _C_REQUEST, _C_STATUS, _C_BYTES, _C_REFERRER, _C_UA = 1, 4, 5, 6, 7, 8, 9
+COMBINED_HEAD = r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] ([\s\S]*)$"
+COMBINED_HEAD_AND_REQUEST = r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] " + _Q + r"[\s\S]*$"
+CLF_TIME = r"^(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})$"
+ISO_TIME = (r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+            r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$")
+REQUEST = r"^([^ ]+) ([^ ]+)(?: ([^ ]+))?$"
+METHOD = r"^[A-Za-z][A-Za-z0-9_-]*$"
+PROTOCOL = r"^[A-Z][A-Z0-9]*/\d+(?:\.\d+)?$"
+CSV_START = r'^"?\d{4}-\d{2}-\d{2}'
+_CSV_FIELD = r'("(?:[^"]|"")*"|(?:[^,"\r\n][^,\r\n]*)?)'
+CSV_FULL = "^" + ",".join([_CSV_FIELD] * 9) + "$"
+CSV_WELL_FORMED = "^" + _CSV_FIELD + "(?:," + _CSV_FIELD + ")*$"
+CSV_FIELD_CONTENT = r'("(?:[^"]|"")*"|[^,"\r\n][^,\r\n]*)'
+UNESCAPE = r'\\(["\\])'
+_MONTHS = {name: i + 1 for i, name in enumerate(logformat.MONTHS)}
+
+
+def _F():
+    from pyspark.sql import functions as F
+
+    return F
+
+
+def _groups(line, pattern: str, n: int):
+    """Groups 1..n of ``pattern`` matched on ``line`` as an array of strings ("" for an
+    unmatched group), with one regex evaluation per row when possible."""
+    F = _F()
+    joined = F.regexp_replace(line, pattern, SEP.join(f"${i}" for i in range(1, n + 1)))
+    fast = F.split(joined, SEP, -1)
+    slow = F.array(*[F.regexp_extract(line, pattern, i) for i in range(1, n + 1)])
+    return F.when(F.instr(line, SEP) == 0, fast).otherwise(slow)
+
+
+def _unescape(col):
+    return _F().regexp_replace(col, UNESCAPE, "$1")
+
+
+def _nullable_text(col):
+    F = _F()
+    return F.when(col.isNull() | (col == "-") | (col == ""), F.lit(None).cast("string")).otherwise(col)
+
+
+def _digits_long(col):
+    """A string of ASCII digits as a long, null when not digits or above 2**63-1."""
+    F = _F()
+    return F.when(col.rlike(r"^\d+$"), col.try_cast("decimal(38,0)")).otherwise(None) \
+        .try_cast("long")
+
+
+def _status(col):
+    """Three digits in 100..599 as an int, else null."""
+    F = _F()
+    value = F.when(col.rlike(r"^\d{3}$"), col.cast("int"))
+    return F.when((value >= 100) & (value <= 599), value)
+
+
+def _valid_time(year, month, day, hh, mm, ss, micros, zone):
+    """UTC timestamp, or null for an impossible date/time or a result outside years 1..9999."""
+    F = _F()
+    seconds = (ss.cast("decimal(10,0)") + micros.cast("decimal(10,0)") / F.lit(1_000_000)).cast("decimal(16,6)")
+    ok = (hh.cast("int") <= 23) & (mm.cast("int") <= 59) & (ss.cast("int") <= 59) \
+        & (year.cast("int") >= 1)
+    ts = F.try_make_timestamp(year.cast("int"), month.cast("int"), day.cast("int"),
+                              hh.cast("int"), mm.cast("int"), seconds, zone)
+    y = F.year(ts)
+    return F.when(ok & ts.isNotNull() & (y >= 1) & (y <= 9999), ts)
+
+
+def _zone(sign, oh, om):
+    """'+HH:MM' when the offset is valid (hours <= 23, minutes <= 59), else null."""
+    F = _F()
+    ok = (oh.cast("int") <= 23) & (om.cast("int") <= 59)
+    return F.when(ok, F.concat(sign, oh, F.lit(":"), om))
+
+
+def _with_clf_time(df, text_col: str, out: str):
+    """Add ``out``: the UTC timestamp of a Combined time field, null when invalid."""
+    F = _F()
+    text = F.col(text_col)
+    g = f"__{out}_g"
+    df = df.withColumn(g, F.when(text.rlike(CLF_TIME), _groups(text, CLF_TIME, 9)))
+    months = F.create_map(*[x for k, v in _MONTHS.items() for x in (F.lit(k), F.lit(v))])
+    a = F.col(g)
+    df = df.withColumn(f"__{out}_m", F.try_element_at(months, a[1])) \
+           .withColumn(f"__{out}_z", _zone(a[6], a[7], a[8]))
+    month, zone = F.col(f"__{out}_m"), F.col(f"__{out}_z")
+    t = _valid_time(a[2], month.cast("string"), a[0], a[3], a[4], a[5], F.lit(0), zone)
+    return df.withColumn(out, F.when(a.isNotNull() & month.isNotNull() & zone.isNotNull(), t)) \
+             .drop(g, f"__{out}_m", f"__{out}_z")
+
+
+def _with_iso_time(df, text_col: str, out: str):
+    """Add ``out``: logformat.parse_iso_time of a string column (null when it would be None)."""
+    F = _F()
+    text = F.col(text_col)
+    g = f"__{out}_g"
+    df = df.withColumn(g, F.when(text.isNotNull() & text.rlike(ISO_TIME), _groups(text, ISO_TIME, 11)))
+    a = F.col(g)
+    frac = a[6]
+    df = df.withColumn(f"__{out}_u", F.when(frac == "", F.lit("0"))
+                       .otherwise(F.rpad(F.substring(frac, 1, 6), 6, "0"))) \
+           .withColumn(f"__{out}_z", F.when(a[8] != "", _zone(a[8], a[9], a[10])).otherwise(F.lit("+00:00")))
+    micros, zone = F.col(f"__{out}_u"), F.col(f"__{out}_z")
+    t = _valid_time(a[0], a[1], a[2], a[3], a[4], a[5], micros, zone)
+    return df.withColumn(out, F.when(a.isNotNull() & zone.isNotNull(), t)) \
+             .drop(g, f"__{out}_u", f"__{out}_z")
+
+
+def _with_target(df, target_col: str, prefix: str):
+    """Add ``<prefix>url`` and ``<prefix>query``: the target split at its first '?'."""
+    F = _F()
+    t = F.col(target_col)
+    pos = F.instr(t, "?")
+    return df.withColumn(f"{prefix}url", F.when(pos > 0, F.substring_index(t, "?", 1)).otherwise(t)) \
+             .withColumn(f"{prefix}query", F.when(pos > 0, F.expr(f"substring(`{target_col}`, instr(`{target_col}`, '?') + 1)")))
+
+
+def _event_struct(time, ip, method, url, query, protocol, status, size, referrer, user_agent):
+    F = _F()
+    return F.struct(
+        time.cast("timestamp").alias("event_time"), ip.cast("string").alias("ip"),
+        method.cast("string").alias("method"), url.cast("string").alias("url"),
+        query.cast("string").alias("query"), protocol.cast("string").alias("protocol"),
+        status.cast("int").alias("status"), size.cast("long").alias("bytes"),
+        referrer.cast("string").alias("referrer"), user_agent.cast("string").alias("user_agent"),
+    )
+
+
+def _reason(*pairs):
+    """First reason whose condition holds (pairs of (condition, code)), else null."""
+    F = _F()
+    expr = None
+    for cond, code in pairs:
+        expr = (F.when if expr is None else expr.when)(cond, F.lit(code))
+    return expr.otherwise(F.lit(None).cast("string"))
+
+
+def _combined(df):
+    """Adds c_event (struct) and c_reason for the Combined rows (``__fmt``), from ``line``."""
+    F = _F()
+    line, c = F.col("__line"), F.col
+    is_fmt = F.col("__fmt") == "combined"
+    df = df.withColumn("__c_full", is_fmt & line.rlike(COMBINED_FULL))
+    df = df.withColumn("__cg", F.when(c("__c_full"), _groups(line, COMBINED_FULL, 9)))
+    g = c("__cg")
+    df = df.withColumn("__c_req", _unescape(g[_C_REQUEST - 1]))
+    req = c("__c_req")
+    df = df.withColumn("__c_rq", F.when(req.rlike(REQUEST), _groups(req, REQUEST, 3)))
+    rq = c("__c_rq")
+    df = df.withColumn("__c_method", rq[0]).withColumn("__c_target", rq[1]) \
+           .withColumn("__c_protocol", F.when(rq[2] != "", rq[2])) \
+           .withColumn("__c_dash", req == "-")
+    dash, method, protocol = c("__c_dash"), c("__c_method"), c("__c_protocol")
+    df = _with_clf_time(df.withColumn("__c_tt", g[_C_TIME - 1]), "__c_tt", "__c_time")
+    df = _with_target(df, "__c_target", "__c_")
+    df = df.withColumn("__c_status", _status(g[_C_STATUS - 1])) \
+           .withColumn("__c_bt", g[_C_BYTES - 1])
+    bt = c("__c_bt")
+    df = df.withColumn("__c_bytes", F.when(bt == "-", F.lit(None).cast("long")).otherwise(_digits_long(bt)))
+    request_ok = dash | (rq.isNotNull() & method.rlike(METHOD)
+                         & (protocol.isNull() | protocol.rlike(PROTOCOL)))
+    reason = _reason(
+        (~is_fmt, "unknown_format"),
+        (~line.rlike(COMBINED_HEAD_AND_REQUEST), "bad_request_line"),
+        (~c("__c_full"), "bad_field"),
+        (c("__c_time").isNull(), "bad_timestamp"),
+        (~request_ok, "bad_request_line"),
+        (c("__c_status").isNull(), "bad_status"),
+        ((bt != "-") & c("__c_bytes").isNull(), "bad_field"),
+    )
+    event = _event_struct(
+        c("__c_time"), g[_C_IP - 1], F.when(~dash, method), F.when(~dash, c("__c_url")),
+        F.when(~dash, c("__c_query")), F.when(~dash, protocol), c("__c_status"), c("__c_bytes"),
+        _nullable_text(_unescape(g[_C_REFERRER - 1])), _nullable_text(_unescape(g[_C_UA - 1])),
+    )
+    df = df.withColumn("c_reason", reason).withColumn("c_event", F.when(is_fmt, event))
+    return df.drop(*[x for x in df.columns if x.startswith("__c")])
+
+
+def _json(df):
+    F = _F()
+    line, c = F.col("__line"), F.col
+    is_fmt = F.col("__fmt") == "json"
+    # Wrapped in [ ]: the variant parser stops after the first value, so trailing text
+    # ("{...} x") would pass unnoticed; inside an array it is a syntax error, and a
+    # second value ("{...}, 1") shows as a second element.
+    df = df.withColumn("__jw", F.when(is_fmt, F.try_parse_json(F.concat(F.lit("["), line, F.lit("]")))))
+    w = c("__jw")
+    df = df.withColumn("__jv", F.when(F.try_variant_get(w, "$[1]", "variant").isNull(),
+                                      F.try_variant_get(w, "$[0]", "variant")))
+    v = c("__jv")
+    names = ("timestamp", "ip", "method", "url", "protocol", "status", "bytes", "referrer", "user_agent")
+    df = df.withColumn("__j_obj", F.coalesce(F.schema_of_variant(v).startswith("OBJECT"), F.lit(False)))
+    for name in names:
+        df = df.withColumn(f"__jf_{name}", F.when(c("__j_obj"), F.try_variant_get(v, f"$.{name}", "variant")))
+    for name in names:
+        f = c(f"__jf_{name}")
+        df = df.withColumn(f"__jt_{name}", F.when(f.isNull(), F.lit("MISSING")).otherwise(F.schema_of_variant(f)))
+    for name in ("timestamp", "ip", "method", "url", "protocol", "referrer", "user_agent"):
+        df = df.withColumn(f"__js_{name}", F.when(c(f"__jt_{name}") == "STRING",
+                                                  F.try_variant_get(c(f"__jf_{name}"), "$", "string")))
+
+    def is_null(name):
+        return c(f"__jt_{name}").isin("MISSING", "VOID")
+
+    def is_string(name):
+        return c(f"__jt_{name}") == "STRING"
+
+    def integer(name):
+        t = c(f"__jt_{name}")
+        is_int = t.isin("BIGINT", "INT", "SMALLINT", "TINYINT") | t.rlike(r"^DECIMAL\(\d+,0\)$")
+        raw = F.get_json_object(line, f"$.{name}")
+        return F.when(is_int & raw.rlike(r"^-?\d+$"), raw.try_cast("decimal(38,0)"))
+
+    df = _with_iso_time(df, "__js_timestamp", "__j_time")
+    df = df.withColumn("__j_status_n", integer("status")).withColumn("__j_bytes_n", integer("bytes"))
+    sn, bn = c("__j_status_n"), c("__j_bytes_n")
+    df = df.withColumn("__j_status", F.when((sn >= 100) & (sn <= 599), sn.cast("int"))) \
+           .withColumn("__j_bytes", F.when((bn >= 0) & (bn <= F.lit(MAX_LONG).cast("decimal(38,0)")),
+                                           bn.cast("long")))
+    ip, method, target = c("__js_ip"), c("__js_method"), c("__js_url")
+    required_missing = None
+    for name in ("timestamp", "ip", "method", "url", "status"):
+        cond = is_null(name)
+        required_missing = cond if required_missing is None else (required_missing | cond)
+    reason = _reason(
+        (~is_fmt, "unknown_format"),
+        (~c("__j_obj"), "bad_json"),
+        (required_missing, "missing_field"),
+        (c("__j_time").isNull(), "bad_timestamp"),
+        (~is_string("ip") | (ip == "") | (F.instr(ip, " ") > 0), "bad_field"),
+        (~is_string("method") | ~method.rlike(METHOD), "bad_field"),
+        (~is_string("url") | (target == ""), "bad_field"),
+        (~is_null("protocol") & ~is_string("protocol"), "bad_field"),
+        (c("__j_status").isNull(), "bad_status"),
+        (~is_null("bytes") & c("__j_bytes").isNull(), "bad_field"),
+        (~is_null("referrer") & ~is_string("referrer"), "bad_field"),
+        (~is_null("user_agent") & ~is_string("user_agent"), "bad_field"),
+    )
+    df = _with_target(df, "__js_url", "__j_")
+    protocol = c("__js_protocol")
+    event = _event_struct(c("__j_time"), ip, method, c("__j_url"), c("__j_query"),
+                          F.when(protocol != "", protocol), c("__j_status"), c("__j_bytes"),
+                          _nullable_text(c("__js_referrer")), _nullable_text(c("__js_user_agent")))
+    df = df.withColumn("j_reason", reason).withColumn("j_event", F.when(is_fmt, event))
+    return df.drop(*[x for x in df.columns if x.startswith("__j")])
+
+
+def _unquote_csv(col):
+    F = _F()
+    return F.when(col.startswith('"'), F.regexp_replace(F.regexp_extract(col, r'^"([\s\S]*)"$', 1), '""', '"')) \
+        .otherwise(col)
+
+
+def _csv(df):
+    F = _F()
+    line, c = F.col("__line"), F.col
+    is_fmt = F.col("__fmt") == "csv"
+    df = df.withColumn("__v_full", is_fmt & line.rlike(CSV_FULL))
+    df = df.withColumn("__vg", F.when(c("__v_full"), _groups(line, CSV_FULL, 9)))
+    names = ("ts", "ip", "method", "target", "protocol", "status", "bytes", "referrer", "user_agent")
+    for i, name in enumerate(names):
+        df = df.withColumn(f"__v_{name}", _unquote_csv(c("__vg")[i]))
+    df = df.withColumn("__v_count", F.when(is_fmt & ~c("__v_full"),
+                                           F.length(F.regexp_replace(line, CSV_FIELD_CONTENT, "")) + 1))
+    df = df.withColumn("__v_wf", c("__v_full") | (is_fmt & line.rlike(CSV_WELL_FORMED)))
+    df = _with_iso_time(df, "__v_ts", "__v_time")
+    df = df.withColumn("__v_st", _status(c("__v_status")))
+    bt = c("__v_bytes")
+    df = df.withColumn("__v_size", F.when(bt == "", F.lit(None).cast("long")).otherwise(_digits_long(bt)))
+    count = c("__v_count")
+    reason = _reason(
+        (~is_fmt, "unknown_format"),
+        (~c("__v_wf"), "bad_field"),
+        (~c("__v_full") & (count < 9), "missing_field"),
+        (~c("__v_full"), "bad_field"),
+        ((c("__v_ts") == "") | (c("__v_ip") == "") | (c("__v_method") == "") | (c("__v_target") == "")
+         | (c("__v_status") == ""), "missing_field"),
+        (c("__v_time").isNull(), "bad_timestamp"),
+        (F.instr(c("__v_ip"), " ") > 0, "bad_field"),
+        (~c("__v_method").rlike(METHOD), "bad_field"),
+        (c("__v_st").isNull(), "bad_status"),
+        ((bt != "") & c("__v_size").isNull(), "bad_field"),
+    )
+    df = _with_target(df, "__v_target", "__v_")
+    protocol = c("__v_protocol")
+    event = _event_struct(c("__v_time"), c("__v_ip"), c("__v_method"), c("__v_url"), c("__v_query"),
+                          F.when(protocol != "", protocol), c("__v_st"), c("__v_size"),
+                          _nullable_text(c("__v_referrer")), _nullable_text(c("__v_user_agent")))
+    df = df.withColumn("v_reason", reason).withColumn("v_event", F.when(is_fmt, event))
+    return df.drop(*[x for x in df.columns if x.startswith("__v")])
+
+
+# The fast path: a typical Combined line (no escapes, a plain request, a 3-digit status
+# in 100..599, a short byte count) parsed by ONE regular expression. Lines it does not
+# take go through the full rules above; both give what logformat.parse gives.
+FAST_COMBINED = (
+    r'^([^ ]+) [^ ]+ [^ ]+ \[(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\] '
+    r'"([A-Za-z][A-Za-z0-9_-]*) ([^ "\\?]+)(\?[^ "\\]*)? ([A-Z][A-Z0-9]*/\d+(?:\.\d+)?)" '
+    r'([1-5]\d\d) (\d{1,18}|-)(?: "([^"\\]*)" "([^"\\]*)"(?: [\s\S]*)?)?$'
+)
+_FAST_GROUPS = 18
+
+
+def _prepare(df, value_col: str):
+    """raw, __utf8, __long, line (trimmed) and __fmt."""
+    F = _F()
+    dtype = dict(df.dtypes)[value_col]
+    value = F.col(value_col)
+    if dtype == "binary":
+        as_text = value.cast("string")
+        utf8_ok = F.is_valid_utf8(as_text)
+        raw = F.when(utf8_ok, as_text).otherwise(F.make_valid_utf8(as_text))
+    else:
+        raw = value.cast("string")
+        utf8_ok = F.lit(True)
+    out = df.select("*", raw.alias("raw"), utf8_ok.alias("__utf8"))
+    out = out.select("*", F.coalesce(F.length(F.col("raw")) > logformat.MAX_LINE_LENGTH, F.lit(False)).alias("__long"),
+                     F.btrim(F.col("raw"), F.lit(" \t\r\n")).alias("__line"))
+    return out
+
+
+def _fast(df, keep):
+    """Rows the fast path parses: the event columns and ``__fast_ok`` (False: use the
+    full rules). One regex evaluation per line: a line that does not match comes back
+    from ``regexp_replace`` unchanged, so its split has one element instead of 18."""
+    F = _F()
+    line = F.col("__line")
+    candidate = F.col("__utf8") & ~F.col("__long") & ~line.startswith("{") & ~line.rlike(CSV_START)
+    joined = F.split(F.regexp_replace(line, FAST_COMBINED, SEP.join(f"${i}" for i in range(1, 19))), SEP, -1)
+    out = df.select(*[F.col(c) for c in keep], "raw", "__line", "__utf8", "__long",
+                    F.when(candidate & (F.instr(line, SEP) == 0), joined).alias("__g0"))
+    g0 = F.col("__g0")
+    out = out.select(*[F.col(c) for c in keep], "raw", "__line", "__utf8", "__long",
+                     F.when(F.size(g0) == _FAST_GROUPS, g0).alias("__g"))
+    g = F.col("__g")
+    matched = g.isNotNull()
+    months = F.create_map(*[x for k, v in _MONTHS.items() for x in (F.lit(k), F.lit(v))])
+    month = F.try_element_at(months, g[2])
+    # years 1000..9998 only: the UTC conversion can then never leave 1..9999 (the full
+    # rules handle the extremes), so the timestamp is built once and not checked again
+    ok = matched & (g[3] >= "1000") & (g[3] <= "9998") & (g[4] <= "23") & (g[5] <= "59") & (g[6] <= "59") \
+        & (g[8] <= "23") & (g[9] <= "59") & month.isNotNull()
+    args = (g[3].cast("int"), month, g[1].cast("int"), g[4].cast("int"), g[5].cast("int"),
+            g[6].cast("decimal(8,6)"))
+    utc = (g[7] == "+") & (g[8] == "00") & (g[9] == "00")
+    ts = F.when(utc, F.try_make_timestamp(*args, F.lit("UTC"))) \
+        .otherwise(F.try_make_timestamp(*args, F.concat(g[7], g[8], F.lit(":"), g[9])))
+    q = g[12]
+    bytes_text = g[15]
+    return out.select(
+        *[F.col(c) for c in keep], "raw", "__line", "__utf8", "__long",
+        F.coalesce(ok & F.when(ok, ts).isNotNull(), F.lit(False)).alias("__fast_ok"),
+        F.when(ok, ts).alias("event_time"), g[0].alias("ip"), g[10].alias("method"), g[11].alias("url"),
+        F.when(q != "", F.expr("substring(__g[12], 2)")).alias("query"), g[13].alias("protocol"),
+        g[14].cast("int").alias("status"),
+        F.when(bytes_text != "-", bytes_text.cast("long")).alias("bytes"),
+        _nullable_text(g[16]).alias("referrer"), _nullable_text(g[17]).alias("user_agent"),
+    )
+
+
+def _full(out, keep):
+    """The full rules for rows the fast path did not take."""
+    F = _F()
+    line = F.col("__line")
+    fmt = (F.when(~F.col("__utf8") | F.col("__long") | line.isNull() | (line == ""), F.lit("none"))
+           .when(line.startswith("{"), F.lit("json"))
+           .when(line == logformat.CSV_HEADER, F.lit("header"))
+           .when(line.rlike(CSV_START), F.lit("csv"))
+           .when(line.rlike(COMBINED_HEAD), F.lit("combined"))
+           .otherwise(F.lit("unknown")))
+    out = out.withColumn("__fmt", fmt)
+    # Each format's expressions only run on its own rows (CASE WHEN is lazy per row).
+    out = _combined(out)
+    out = _json(out)
+    out = _csv(out)
+    fmt = F.col("__fmt")
+    reason = (F.when(~F.col("__utf8"), F.lit("not_utf8"))
+              .when(F.col("__long"), F.lit("too_long"))
+              .when(line.isNull() | (line == ""), F.lit("empty"))
+              .when(fmt == "json", F.col("j_reason"))
+              .when(fmt == "header", F.lit("csv_header"))
+              .when(fmt == "csv", F.col("v_reason"))
+              .when(fmt == "combined", F.col("c_reason"))
+              .otherwise(F.lit("unknown_format")))
+    event = (F.when(fmt == "json", F.col("j_event"))
+             .when(fmt == "csv", F.col("v_event"))
+             .when(fmt == "combined", F.col("c_event")))
+    out = out.withColumn("reason", reason).withColumn("__event", F.when(reason.isNull(), event))
+    return out.select(
+        *[F.col(c) for c in keep],
+        *[F.col(f"__event.{c}").alias(c) for c in schemas.EVENT_COLUMNS],
+        F.col("reason"), F.col("raw"),
+    )
+
+
+def parse_column(df, value_col: str = "value"):
+    """Every row of ``df`` plus the event columns, ``reason`` (null when the line parsed)
+    and ``raw`` (the line as text). ``value_col`` may be a string or a binary column.
+
+    The plan has two branches over the same input (fast path, full rules for the rest)
+    joined by a union: give it a cached DataFrame (as the detector does in each
+    micro-batch) so that the input is read once."""
+    F = _F()
+    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason")]
+    fast = _fast(_prepare(df, value_col), keep)
+    typed = [F.col(c) for c in keep] + [
+        F.col(n).cast(t).alias(n) for n, t in schemas.EVENT_FIELDS] + [
+        F.lit(None).cast("string").alias("reason"), F.col("raw")]
+    good = fast.where(F.col("__fast_ok")).select(*typed)
+    rest = _full(fast.where(~F.col("__fast_ok")).select(*[F.col(c) for c in keep], "raw", "__line", "__utf8", "__long"),
+                 keep)
+    return good.unionByName(rest)
+
+
+def parse_batch(df, value_col: str = "value"):
+    """``parse_column`` for a micro-batch (a batch DataFrame, read several times):
+    the fast path's result is cached and the full rules are planned only when some line
+    needs them — planning that long chain of projections costs seconds, and a normal
+    batch of well-formed Combined lines does not need it. Returns ``(parsed, cached)``;
+    the caller unpersists ``cached`` when done."""
+    from pyspark import StorageLevel
+
+    F = _F()
+    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason")]
+    fast = _fast(_prepare(df, value_col), keep).persist(StorageLevel.MEMORY_AND_DISK)
+    typed = [F.col(c) for c in keep] + [
+        F.col(n).cast(t).alias(n) for n, t in schemas.EVENT_FIELDS] + [
+        F.lit(None).cast("string").alias("reason"), F.col("raw")]
+    good = fast.where(F.col("__fast_ok")).select(*typed)
+    if fast.where(~F.col("__fast_ok")).limit(1).count() == 0:
+        return good, fast
+    rest = _full(fast.where(~F.col("__fast_ok")).select(*[F.col(c) for c in keep], "raw", "__line", "__utf8",
+                                                          "__long"), keep)
+    parsed = good.unionByName(rest)
+    parsed._chaussettes_full = True  # the caller may cache it (see the detector)
+    return parsed, fast
+
+
+def events_of(parsed_df):
+    """The good rows of ``parse_column``'s output, as ``schemas.EVENT_FIELDS``."""
+    F = _F()
+    return parsed_df.where(F.col("reason").isNull()).select(*schemas.EVENT_COLUMNS)
+
+
+def quarantine_of(parsed_df, quarantined_at=None):
+    """The refused rows of ``parse_column``'s output, as ``schemas.QUARANTINE_FIELDS``."""
+    F = _F()
+    cols = set(parsed_df.columns)
+
+    def opt(name, typ):
+        return (F.col(name) if name in cols else F.lit(None)).cast(typ).alias(name)
+
+    at = quarantined_at if quarantined_at is not None else F.current_timestamp()
+    return parsed_df.where(F.col("reason").isNotNull()).select(
+        F.col("raw"), F.col("reason"), opt("topic", "string"), opt("partition", "int"),
+        opt("offset", "long"), at.cast("timestamp").alias("quarantined_at"),
+    )
+
+
+def parse_lines(df, value_col: str = "value"):
+    """``(events_df, quarantine_df)`` of a DataFrame of lines (batch or streaming)."""
+    parsed = parse_column(df, value_col)
+    return events_of(parsed), quarantine_of(parsed)

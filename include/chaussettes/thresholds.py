@@ -1,0 +1,304 @@
+"""Thresholds in force (``seuils.json``): load, validate, hot-reload, write atomically.
+
+One schema (``seuils.schema.json`` next to this module) is the source of truth; this
+module adds the cross-field rules a JSON schema cannot say (the slide divides the window
+length). Everything that reads or writes a thresholds file goes through here:
+
+- ``load(path) -> Thresholds`` raises ``ThresholdsError`` with a one-line reason for a
+  missing, unparseable or invalid file;
+- ``validate(doc)`` raises the same for a dict;
+- ``write(doc, path)`` validates, then replaces ``path`` atomically (temp file in the same
+  folder, fsync, rename): a reader never sees half a file;
+- ``ThresholdsWatcher(path_fn)`` is the detector's hot reload: ``current()`` re-reads only
+  when the file changed and keeps the last good version when the new one is bad.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCHEMA_PATH = PACKAGE_DIR / "seuils.schema.json"
+DEFAULT_PATH = PACKAGE_DIR / "default_seuils.json"
+KINDS = ("global", "ip", "url")
+GLOBAL_KEY = "*"
+
+
+class ThresholdsError(ValueError):
+    """A thresholds file or document cannot be used; the message is one line."""
+
+
+def _package_text(name: str) -> str:
+    """A data file of the package, also when it is imported from a zip (--py-files)."""
+    from importlib.resources import files
+
+    return files("chaussettes").joinpath(name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The JSON schema of seuils.json (draft 2020-12)."""
+    return json.loads(_package_text(SCHEMA_PATH.name))
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    cls = jsonschema.Draft202012Validator
+    cls.check_schema(schema())
+    return cls(schema(), format_checker=cls.FORMAT_CHECKER)
+
+
+def _where(path) -> str:
+    parts = [str(p) for p in path]
+    return "/".join(parts) if parts else "(top)"
+
+
+def validate(doc: Any) -> None:
+    """Raise ThresholdsError (one line) unless ``doc`` is a valid seuils.json document."""
+    import jsonschema
+
+    if not isinstance(doc, dict):
+        raise ThresholdsError(f"expected a JSON object, got {type(doc).__name__}")
+    errors = list(_validator().iter_errors(doc))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        message = " ".join(str(best.message).split())
+        if len(message) > 200:
+            message = message[:197] + "..."
+        raise ThresholdsError(f"schema: {_where(best.absolute_path)}: {message}")
+    window = doc["window"]
+    if window["slide_s"] > window["length_s"]:
+        raise ThresholdsError(
+            f"window: slide_s={window['slide_s']} is longer than length_s={window['length_s']}"
+        )
+    if window["length_s"] % window["slide_s"]:
+        raise ThresholdsError(
+            f"window: length_s={window['length_s']} is not a multiple of slide_s={window['slide_s']}"
+        )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A validated thresholds document with typed accessors (``.doc`` is the dict)."""
+
+    doc: dict[str, Any] = field(repr=False)
+    source: str | None = None  # the file it came from, if any
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], source: str | None = None) -> Thresholds:
+        doc = json.loads(json.dumps(doc))  # a private deep copy: callers cannot mutate us
+        validate(doc)
+        return cls(doc=doc, source=source)
+
+    @property
+    def version(self) -> int:
+        return int(self.doc["version"])
+
+    @property
+    def window_length_s(self) -> int:
+        return int(self.doc["window"]["length_s"])
+
+    @property
+    def window_slide_s(self) -> int:
+        return int(self.doc["window"]["slide_s"])
+
+    @property
+    def watermark_s(self) -> int:
+        return int(self.doc["window"]["watermark_s"])
+
+    @property
+    def error_status_min(self) -> int:
+        return int(self.doc["error_status_min"])
+
+    @property
+    def min_requests(self) -> dict[str, int]:
+        return {kind: int(self.doc["min_requests"][kind]) for kind in KINDS}
+
+    def default(self, kind: str) -> float:
+        """The kind's threshold for keys without an override."""
+        if kind == "global":
+            return float(self.doc["global"]["error_rate"])
+        if kind in ("ip", "url"):
+            return float(self.doc[kind]["default"])
+        raise ThresholdsError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+
+    def overrides(self, kind: str) -> dict[str, float]:
+        """Per-key thresholds of a kind (empty for global)."""
+        if kind == "global":
+            return {}
+        if kind in ("ip", "url"):
+            return {k: float(v) for k, v in self.doc[kind]["overrides"].items()}
+        raise ThresholdsError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+
+    def threshold(self, kind: str, key: str | None = None) -> float:
+        """The threshold for one key: its override, else the kind's default (global ignores key)."""
+        if kind == "global":
+            return self.default("global")
+        override = self.doc.get(kind, {}).get("overrides", {}).get(key) if key is not None else None
+        return float(override) if override is not None else self.default(kind)
+
+
+def parse(text: str | bytes, source: str = "<text>") -> Thresholds:
+    """Thresholds from JSON text; ThresholdsError (one line) when it is not valid."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ThresholdsError(f"{source}: not valid JSON: {' '.join(str(exc).split())}") from None
+    try:
+        return Thresholds.from_doc(doc, source=source)
+    except ThresholdsError as exc:
+        raise ThresholdsError(f"{source}: {exc}") from None
+
+
+def load(path: str | os.PathLike[str]) -> Thresholds:
+    """Load and validate a seuils.json; ThresholdsError (one line) when missing or invalid."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ThresholdsError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ThresholdsError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise ThresholdsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise ThresholdsError(f"{path}: empty file")
+    return parse(data, source=str(path))
+
+
+def load_default() -> Thresholds:
+    """The documented defaults shipped with the package (version 0)."""
+    if DEFAULT_PATH.is_file():
+        return load(DEFAULT_PATH)
+    return parse(_package_text(DEFAULT_PATH.name), source=f"chaussettes/{DEFAULT_PATH.name}")
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def write(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Validate ``doc`` and write it to ``path`` atomically; returns the path.
+
+    Raises ThresholdsError (and writes nothing) when the document is invalid.
+    """
+    if isinstance(doc, Thresholds):
+        doc = doc.doc
+    validate(dict(doc))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps(doc)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+class ThresholdsWatcher:
+    """Hot reload for a long-running job.
+
+    ``path_fn`` returns the file in force (for example
+    ``lambda: artifacts.current_thresholds_path(settings)``); it is called on every
+    ``current()``, which re-reads the file only when the path or the file changed (inode,
+    size, mtime). A missing, unparseable or invalid file is rejected: the last good version
+    stays in force and ``.error`` holds the one-line reason (None after a good load). Until
+    a first good load, ``fallback`` (the shipped defaults unless None) is in force.
+    """
+
+    def __init__(
+        self,
+        path_fn: Callable[[], str | os.PathLike[str]] | str | os.PathLike[str],
+        fallback: str | os.PathLike[str] | None = DEFAULT_PATH,
+    ) -> None:
+        if not callable(path_fn):
+            fixed = Path(path_fn)
+            path_fn = lambda: fixed
+        self._path_fn = path_fn
+        self._fallback = Path(fallback) if fallback is not None else None
+        self._seen: tuple | None = None  # (path, ino, size, mtime_ns) of the last attempt
+        self._good: Thresholds | None = None
+        self.error: str | None = None
+        self.loads = 0  # successful (re)loads, for status and tests
+        self.rejections = 0
+
+    @property
+    def source(self) -> str | None:
+        """The file of the version in force."""
+        return self._good.source if self._good else None
+
+    def _stamp(self, path: Path) -> tuple:
+        try:
+            st = path.stat()
+        except OSError:
+            return (str(path), None, None, None)
+        return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def current(self) -> Thresholds | None:
+        """The thresholds in force (None only if nothing, not even the fallback, ever loaded)."""
+        try:
+            path = Path(self._path_fn())
+        except Exception as exc:  # noqa: BLE001 - a broken pointer must not stop the caller
+            self._reject(f"cannot resolve the thresholds path: {' '.join(str(exc).split())}")
+            return self._good_or_fallback()
+        stamp = self._stamp(path)
+        if stamp == self._seen:
+            return self._good_or_fallback()
+        self._seen = stamp
+        try:
+            loaded = load(path)
+        except ThresholdsError as exc:
+            self._reject(str(exc))
+            return self._good_or_fallback()
+        if self._good is None or loaded.doc != self._good.doc or loaded.source != self._good.source:
+            if self._good is not None:
+                log.info("thresholds: now version %s from %s", loaded.version, loaded.source)
+            self.loads += 1
+        self._good = loaded
+        self.error = None
+        return loaded
+
+    def _reject(self, reason: str) -> None:
+        self.rejections += 1
+        self.error = reason
+        kept = f"version {self._good.version} stays in force" if self._good else "using the defaults"
+        log.warning("thresholds rejected (%s): %s", kept, reason)
+
+    def _good_or_fallback(self) -> Thresholds | None:
+        if self._good is None and self._fallback is not None:
+            try:
+                self._good = load_default() if self._fallback == DEFAULT_PATH else load(self._fallback)
+                self.loads += 1
+            except ThresholdsError as exc:  # the shipped file is broken: say so, keep None
+                log.error("default thresholds unusable: %s", exc)
+        return self._good

@@ -1,0 +1,101 @@
+"""The Spark-native parser agrees with chaussettes.logformat on the shared corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from chaussettes import logformat, schemas, sparkparse
+
+CORPUS = Path(__file__).resolve().parent / "corpus" / "tricky_lines.jsonl"
+
+
+def corpus_lines() -> list[str]:
+    return [json.loads(x)["line"] for x in CORPUS.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def python_view(line):
+    result = logformat.parse(line)
+    if isinstance(result, logformat.Invalid):
+        return ("invalid", result.reason)
+    return ("event", result.to_dict())
+
+
+def spark_rows(spark, lines, binary=False):
+    from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType
+
+    vtype = BinaryType() if binary else StringType()
+    schema = StructType([StructField("n", LongType()), StructField("value", vtype)])
+    data = [(i, line.encode("utf-8", "surrogateescape") if binary and isinstance(line, str) else line)
+            for i, line in enumerate(lines)]
+    df = spark.createDataFrame(data, schema)
+    parsed = sparkparse.parse_column(df, "value")
+    return {r["n"]: r for r in parsed.collect()}
+
+
+def spark_view(row):
+    if row["reason"] is not None:
+        return ("invalid", row["reason"])
+    d = {c: row[c] for c in schemas.EVENT_COLUMNS}
+    d["event_time"] = logformat.iso_utc(d["event_time"])
+    return ("event", d)
+
+
+def test_corpus_agrees_with_python_parser(spark):
+    lines = corpus_lines()
+    assert len(lines) >= 20
+    rows = spark_rows(spark, lines)
+    mismatches = []
+    for i, line in enumerate(lines):
+        expected, got = python_view(line), spark_view(rows[i])
+        if expected != got:
+            mismatches.append(f"{line[:120]!r}: python {expected} spark {got}")
+    assert not mismatches, "\n".join(mismatches[:20])
+
+
+def test_corpus_as_kafka_bytes_and_not_utf8(spark):
+    lines = [x.encode("utf-8") for x in corpus_lines()[:50]] + [b"\xff\xfe bad bytes", b"1.2.3.4 \xc3"]
+    rows = spark_rows(spark, lines, binary=True)
+    for i, line in enumerate(lines):
+        assert spark_view(rows[i]) == python_view(line), line
+
+
+def test_parse_lines_splits_events_and_quarantine(spark):
+    from pyspark.sql import functions as F
+
+    lines = corpus_lines()
+    df = spark.createDataFrame([(x,) for x in lines], "value string").select(
+        F.col("value"), F.lit("http-logs").alias("topic"), F.lit(2).alias("partition"),
+        F.monotonically_increasing_id().alias("offset"))
+    events, quarantine = sparkparse.parse_lines(df)
+    assert tuple(events.columns) == schemas.EVENT_COLUMNS
+    assert [(f.name, f.dataType) for f in events.schema.fields] == \
+        [(f.name, f.dataType) for f in schemas.spark_schema(schemas.EVENT_FIELDS).fields]
+    assert tuple(quarantine.columns) == tuple(n for n, _ in schemas.QUARANTINE_FIELDS)
+    bad = [x for x in lines if isinstance(logformat.parse(x), logformat.Invalid)]
+    q = quarantine.collect()
+    assert events.count() == len(lines) - len(bad)
+    assert sorted(r["raw"] for r in q) == sorted(bad)
+    assert {r["topic"] for r in q} == {"http-logs"} and all(r["partition"] == 2 for r in q)
+    assert all(r["reason"] in logformat.REASONS and r["quarantined_at"] is not None for r in q)
+
+
+def test_generated_lines_of_every_format(spark):
+    import datetime as dt
+    import random
+
+    rnd = random.Random(7)
+    lines = []
+    for fmt in logformat.FORMATS:
+        for i in range(150):
+            ev = logformat.Event(
+                dt.datetime(2025, 5, 30, 18, 52, 47, rnd.randrange(10**6), tzinfo=dt.UTC) + dt.timedelta(seconds=i),
+                rnd.choice([f"10.0.{i % 7}.{i % 250}", "2001:db8::1"]), rnd.choice(["GET", "POST", "PUT"]),
+                f"/resource/{i}", rnd.choice([None, "a=1&b=2", ""]), rnd.choice(["HTTP/1.1", "HTTP/2.0"]),
+                rnd.choice([200, 404, 500, 503]), rnd.choice([None, 1234]),
+                rnd.choice([None, "https://ex.com/?q=\"x\""]), rnd.choice([None, 'Mozilla/5.0 "quoted", ok']),
+            )
+            lines.append(logformat.format_event(ev, fmt))
+    rows = spark_rows(spark, lines)
+    for i, line in enumerate(lines):
+        assert spark_view(rows[i]) == python_view(line), line
