@@ -1,0 +1,725 @@
+"""Threshold calibration: learn seuils.json from history and prove it by replay.
+
+Pure transforms, no I/O (``jobs/calibrate_thresholds.py`` reads the history and writes
+the file). The steps, each a function tested on its own:
+
+1. ``compute_rates(events_df, params)`` — the detector's windowed statistic
+   (``chaussettes.windows``, same length, slide and error definition) for global, per-IP
+   and per-URL windows, kept to the windows fully inside the history's time range (the
+   detector sees whole windows; a window cut by the range edge would be under-counted).
+2. Split by time: windows starting before ``split_at`` (the first ``1 - holdout`` of the
+   range) are *in-sample* and fit the thresholds; the others are the *out-of-sample* check.
+3. ``derive_min_requests`` — per kind, unless set: the smallest window size whose error
+   rate is known to +/- ``min_requests_precision`` (normal approximation, z = 2.326 i.e.
+   99% one-sided, at the history's overall error rate), clamped to
+   [``min_requests_floor``, the median requests of that kind's windows] so that at least
+   half the windows of the kind are judged.
+4. ``select_overrides`` — keys with enough judged windows (``override_min_windows`` and a
+   ``override_min_coverage`` share of the history's windows) whose *median* window error
+   rate is far above the kind's median (``>= override_ratio x`` and ``>= + override_min_delta``):
+   their normal differs (a login URL full of 401s). They get their own threshold (their
+   own percentile) and are left out of the pool that sets the kind's default, so they
+   neither alert all day nor raise everyone's threshold. An incident (a flooding IP for a
+   few minutes) covers too little of the history to qualify, so it stays above the default.
+   ``pins`` (user-given ``kind:key=rate``) are kept as they are.
+5. ``fit_thresholds(sample, percentile, ...)`` — global: the percentile of the judged
+   global window error rates (or ``fraction``: overall error rate x (1 + fraction), the
+   old tool's rule); ip/url default: the percentile of the judged window rates of the
+   pool; overrides: the key's own percentile. Percentiles are exact with linear
+   interpolation (Spark's ``percentile``, DuckDB's ``quantile_cont``, numpy's default);
+   every threshold is floored at ``min_threshold``, capped at 1 and rounded to 6 decimals.
+6. ``adjust_percentile`` — the in-sample alert rate (breaching / judged evaluations, all
+   kinds pooled) must be within ``tolerance`` of ``target_alert_rate``; the percentile
+   moves by bisection within [``percentile_min``, ``percentile_max``] until it is. If no
+   percentile reaches it: ``CalibrationError`` with the figures.
+7. ``replay`` — the candidate goes through ``chaussettes.judge.judge`` on the Spark rates,
+   exactly as the detector judges; in-sample, out-of-sample and whole-history alert rates
+   come from there (and must agree with step 6's fast count: a safety check).
+8. ``build_document`` — seuils.json with calibration and validation metadata.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from chaussettes import judge as judge_mod
+from chaussettes import thresholds as th
+from chaussettes import windows
+
+KINDS = ("global", "ip", "url")
+Z_99 = 2.3263478740408408  # one-sided 99% normal quantile
+ROUND = 6
+
+
+class CalibrationError(Exception):
+    """Calibration cannot produce a file; the message is one line with the figures.
+
+    ``usage`` errors (bad parameters) exit with 2, the others with 1.
+    """
+
+    def __init__(self, message: str, usage: bool = False):
+        super().__init__(" ".join(str(message).split()))
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class Params:
+    percentile: float = 99.0  # starting percentile (ip/url defaults, overrides, global)
+    percentile_min: float = 90.0  # the adjustment stays within these bounds
+    percentile_max: float = 99.9
+    adjust: bool = True  # move the percentile to reach the target
+    global_method: str = "percentile"  # "percentile" | "fraction"
+    global_fraction: float = 0.5  # fraction method: overall error rate x (1 + fraction)
+    target_alert_rate: float = 0.01
+    tolerance: float = 0.005  # in-sample |alert rate - target| must be <= this
+    oos_tolerance: float | None = 0.02  # out-of-sample likewise (None: report only)
+    holdout: float = 0.2  # last share of the time range kept out of sample (0: none)
+    length_s: int = 60
+    slide_s: int = 10
+    watermark_s: int = 30
+    error_status_min: int = 400
+    min_requests: Mapping[str, int | None] = field(
+        default_factory=lambda: {"global": None, "ip": None, "url": None})  # None: derive
+    min_requests_precision: float = 0.1
+    min_requests_floor: int = 5
+    min_threshold: float = 0.01
+    override_min_windows: int = 30
+    override_min_coverage: float = 0.5
+    override_ratio: float = 3.0
+    override_min_delta: float = 0.05
+    max_overrides: int = 100
+    pins: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # kind -> key -> rate
+    min_windows: int = 30  # fewer in-sample global windows = history too short
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["min_requests"] = dict(self.min_requests)
+        d["pins"] = {k: dict(v) for k, v in self.pins.items()}
+        return d
+
+
+def check_params(p: Params) -> None:
+    """Raise CalibrationError(usage=True) with one line for the first bad parameter."""
+
+    def bad(msg: str) -> None:
+        raise CalibrationError(msg, usage=True)
+
+    for name in ("percentile", "percentile_min", "percentile_max"):
+        v = getattr(p, name)
+        if not (isinstance(v, (int, float)) and 0 < v <= 100) or math.isnan(v):
+            bad(f"{name.replace('_', '-')} must be in (0, 100], got {v}")
+    if p.percentile_min > p.percentile_max:
+        bad(f"percentile-min {p.percentile_min} is above percentile-max {p.percentile_max}")
+    if p.adjust and not (p.percentile_min <= p.percentile <= p.percentile_max):
+        bad(f"percentile {p.percentile} is outside [percentile-min {p.percentile_min}, "
+            f"percentile-max {p.percentile_max}]")
+    if p.global_method not in ("percentile", "fraction"):
+        bad(f"global-method must be percentile or fraction, got {p.global_method!r}")
+    if not (p.global_fraction >= 0) or math.isinf(p.global_fraction):
+        bad(f"global-fraction must be >= 0, got {p.global_fraction}")
+    if not (0 < p.target_alert_rate < 1):
+        bad(f"target-alert-rate must be in (0, 1), got {p.target_alert_rate}")
+    if not (p.tolerance >= 0) or math.isinf(p.tolerance):
+        bad(f"tolerance must be >= 0, got {p.tolerance}")
+    if p.oos_tolerance is not None and (not (p.oos_tolerance >= 0) or math.isinf(p.oos_tolerance)):
+        bad(f"oos-tolerance must be >= 0, got {p.oos_tolerance}")
+    if not (0 <= p.holdout < 1):
+        bad(f"holdout must be in [0, 1), got {p.holdout}")
+    if p.length_s < 1 or p.slide_s < 1:
+        bad(f"window length and slide must be >= 1 s, got {p.length_s} and {p.slide_s}")
+    if p.slide_s > p.length_s or p.length_s % p.slide_s:
+        bad(f"window length {p.length_s}s must be a multiple of the slide {p.slide_s}s")
+    if p.watermark_s < 0:
+        bad(f"watermark must be >= 0 s, got {p.watermark_s}")
+    if not (100 <= p.error_status_min <= 599):
+        bad(f"error-status-min must be in 100..599, got {p.error_status_min}")
+    for kind, n in p.min_requests.items():
+        if kind not in KINDS:
+            bad(f"min-requests: unknown kind {kind!r} (expected global, ip, url)")
+        if n is not None and n < 1:
+            bad(f"min-requests for {kind} must be >= 1, got {n}")
+    if not (0 < p.min_requests_precision < 1):
+        bad(f"min-requests-precision must be in (0, 1), got {p.min_requests_precision}")
+    if p.min_requests_floor < 1:
+        bad(f"min-requests-floor must be >= 1, got {p.min_requests_floor}")
+    if not (0 <= p.min_threshold <= 1):
+        bad(f"min-threshold must be in [0, 1], got {p.min_threshold}")
+    if p.override_min_windows < 1:
+        bad(f"override-min-windows must be >= 1, got {p.override_min_windows}")
+    if not (0 <= p.override_min_coverage <= 1):
+        bad(f"override-min-coverage must be in [0, 1], got {p.override_min_coverage}")
+    if not (p.override_ratio >= 1):
+        bad(f"override-ratio must be >= 1, got {p.override_ratio}")
+    if not (p.override_min_delta >= 0):
+        bad(f"override-min-delta must be >= 0, got {p.override_min_delta}")
+    if p.max_overrides < 0:
+        bad(f"max-overrides must be >= 0, got {p.max_overrides}")
+    for kind, keys in p.pins.items():
+        if kind not in ("ip", "url"):
+            bad(f"override pin: kind must be ip or url, got {kind!r}")
+        for key, rate in keys.items():
+            if not key:
+                bad(f"override pin: empty {kind} key")
+            if not (0 <= rate <= 1):
+                bad(f"override pin {kind}:{key}: rate must be in [0, 1], got {rate}")
+    if p.min_windows < 1:
+        bad(f"min-windows must be >= 1, got {p.min_windows}")
+
+
+# ----------------------------------------------------------------- percentiles (pure)
+
+def percentile_sorted(sorted_values: np.ndarray, pct: float) -> float:
+    """Exact percentile of already sorted values, linear interpolation between closest
+    ranks — the formula of Spark's ``percentile`` and DuckDB's ``quantile_cont``."""
+    n = len(sorted_values)
+    if n == 0:
+        raise ValueError("percentile of no value")
+    pos = (n - 1) * (pct / 100.0)
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    a, b = float(sorted_values[lo]), float(sorted_values[hi])
+    return a + (pos - lo) * (b - a) if hi != lo else a
+
+
+def percentile(values: Sequence[float] | np.ndarray, pct: float) -> float:
+    return percentile_sorted(np.sort(np.asarray(values, dtype=float)), pct)
+
+
+def _clip(x: float, floor: float) -> float:
+    return round(min(1.0, max(floor, x)), ROUND)
+
+
+# ----------------------------------------------------------------- min_requests (pure)
+
+def derived_min_requests(overall_rate: float, precision: float, floor: int, median_requests: float) -> int:
+    """Window size that pins an error rate near ``overall_rate`` to +/- ``precision`` (99%),
+    clamped to [floor, max(floor, median requests per window of the kind)]."""
+    p0 = min(max(overall_rate, 0.0), 1.0)
+    need = math.ceil(Z_99 ** 2 * p0 * (1 - p0) / precision ** 2) if p0 > 0 else floor
+    cap = max(floor, math.floor(median_requests))
+    return int(min(max(need, floor), cap))
+
+
+def derive_min_requests(
+    requests_by_kind: Mapping[str, np.ndarray], overall_rate: float, params: Params
+) -> dict[str, int]:
+    """min_requests per kind: the given ones, the others derived (see module doc)."""
+    out = {}
+    for kind in KINDS:
+        given = params.min_requests.get(kind)
+        if given is not None:
+            out[kind] = int(given)
+            continue
+        req = np.asarray(requests_by_kind.get(kind, np.array([])), dtype=float)
+        median = percentile(req, 50) if len(req) else params.min_requests_floor
+        out[kind] = derived_min_requests(overall_rate, params.min_requests_precision,
+                                         params.min_requests_floor, median)
+    return out
+
+
+# ----------------------------------------------------------------- the in-sample data (pure)
+
+@dataclass
+class Sample:
+    """Judged in-sample windows, ready for fast percentile fitting and counting.
+
+    ``pool[kind]``: sorted error rates of the kind's judged windows whose key has no
+    override; ``keyed[kind][key]``: sorted rates of each override key's judged windows.
+    """
+
+    pool: dict[str, np.ndarray]
+    keyed: dict[str, dict[str, np.ndarray]]
+    overall_rate: float
+    pinned: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # pinned keys' rates
+
+    @property
+    def evaluations(self) -> int:
+        return sum(len(v) for v in self.pool.values()) + sum(
+            len(a) for group in (self.keyed, self.pinned) for keys in group.values() for a in keys.values())
+
+
+def key_stats(frame, kind: str):
+    """Per key of a kind: judged windows and median error rate (pandas in, pandas out)."""
+    sub = frame[frame["kind"] == kind]
+    if sub.empty:
+        import pandas as pd
+
+        return pd.DataFrame({"key": [], "windows": [], "median": []})
+    g = sub.groupby("key")["error_rate"]
+    stats = g.agg(windows="size").reset_index()
+    stats["median"] = stats["key"].map(
+        {k: percentile(v.to_numpy(), 50) for k, v in g})
+    return stats
+
+
+def select_overrides(frame, n_windows: int, params: Params) -> dict[str, list[str]]:
+    """Keys (per kind) whose normal error rate differs widely from their kind's: see the
+    module doc, step 4. ``frame``: pandas with kind, key, error_rate of in-sample judged
+    windows; ``n_windows``: number of in-sample global windows (for coverage)."""
+    chosen: dict[str, list[str]] = {"ip": [], "url": []}
+    if params.max_overrides == 0:
+        return chosen
+    for kind in ("ip", "url"):
+        rates = frame.loc[frame["kind"] == kind, "error_rate"].to_numpy()
+        if len(rates) == 0:
+            continue
+        pool_median = percentile(rates, 50)
+        bar = max(pool_median * params.override_ratio, pool_median + params.override_min_delta)
+        stats = key_stats(frame, kind)
+        pinned = set(params.pins.get(kind, {}))
+        min_windows = max(params.override_min_windows, math.ceil(params.override_min_coverage * n_windows))
+        ok = stats[(stats["windows"] >= min_windows) & (stats["median"] >= bar)
+                   & (~stats["key"].isin(pinned))]
+        ok = ok.sort_values(["median", "key"], ascending=[False, True])
+        chosen[kind] = [str(k) for k in ok["key"].head(params.max_overrides)]
+    return chosen
+
+
+def build_sample(frame, override_keys: Mapping[str, Sequence[str]], pins, overall_rate: float) -> Sample:
+    """Split judged in-sample windows into pools and override keys (pins are left out of
+    the pools too: their threshold is given)."""
+    pool, keyed, pinned = {}, {}, {}
+    for kind in KINDS:
+        sub = frame[frame["kind"] == kind]
+        learnt, given = list(override_keys.get(kind, [])), list(pins.get(kind, {}))
+        is_learnt, is_pinned = sub["key"].isin(learnt), sub["key"].isin(given)
+        pool[kind] = np.sort(sub.loc[~(is_learnt | is_pinned), "error_rate"].to_numpy(dtype=float))
+        keyed[kind] = {str(k): np.sort(v.to_numpy(dtype=float))
+                       for k, v in sub.loc[is_learnt & ~is_pinned].groupby("key")["error_rate"]}
+        pinned[kind] = {str(k): np.sort(v.to_numpy(dtype=float))
+                        for k, v in sub.loc[is_pinned].groupby("key")["error_rate"]}
+    return Sample(pool=pool, keyed=keyed, overall_rate=overall_rate, pinned=pinned)
+
+
+@dataclass
+class Fit:
+    percentile: float
+    global_rate: float
+    defaults: dict[str, float]  # ip, url
+    overrides: dict[str, dict[str, float]]  # ip, url -> key -> rate
+    alerts: int
+    evaluations: int
+
+    @property
+    def alert_rate(self) -> float:
+        return self.alerts / self.evaluations if self.evaluations else 0.0
+
+    def threshold_values(self) -> dict[str, Any]:
+        return {"global": self.global_rate, "ip": {"default": self.defaults["ip"], "overrides": self.overrides["ip"]},
+                "url": {"default": self.defaults["url"], "overrides": self.overrides["url"]}}
+
+
+def _breaches(sorted_rates: np.ndarray, threshold: float) -> int:
+    """How many rates are strictly above the threshold (the judge's rule)."""
+    return int(len(sorted_rates) - np.searchsorted(sorted_rates, threshold, side="right"))
+
+
+def fit_thresholds(sample: Sample, pct: float, params: Params) -> Fit:
+    """Thresholds at one percentile, and their in-sample alerts / evaluations."""
+    floor = params.min_threshold
+    alerts = 0
+    if params.global_method == "fraction":
+        g = _clip(sample.overall_rate * (1 + params.global_fraction), floor)
+    else:
+        g = _clip(percentile_sorted(sample.pool["global"], pct), floor) if len(sample.pool["global"]) else 1.0
+    alerts += _breaches(sample.pool["global"], g)
+    defaults, overrides = {}, {}
+    for kind in ("ip", "url"):
+        pool = sample.pool[kind]
+        default = _clip(percentile_sorted(pool, pct), floor) if len(pool) else 1.0
+        defaults[kind] = default
+        alerts += _breaches(pool, default)
+        overrides[kind] = {}
+        for key, rates in sorted(sample.keyed[kind].items()):
+            own = _clip(percentile_sorted(rates, pct), floor)
+            t = max(default, own)
+            if own > default:
+                overrides[kind][key] = own
+            alerts += _breaches(rates, t)
+        for key, rate in sorted(params.pins.get(kind, {}).items()):
+            overrides[kind][key] = round(float(rate), ROUND)
+        for key, rates in sample.pinned.get(kind, {}).items():
+            alerts += _breaches(rates, overrides[kind][key])
+    return Fit(percentile=pct, global_rate=g, defaults=defaults, overrides=overrides,
+               alerts=alerts, evaluations=sample.evaluations)
+
+
+def within(rate: float, target: float, tolerance: float) -> bool:
+    return abs(rate - target) <= tolerance + 1e-12
+
+
+def adjust_percentile(sample: Sample, params: Params) -> tuple[Fit, list[tuple[float, float]]]:
+    """Fit at ``params.percentile``; if the in-sample alert rate misses the target by more
+    than the tolerance, bisect the percentile within its bounds (the alert rate does not
+    increase with the percentile). Returns the fit and the (percentile, rate) trace;
+    raises CalibrationError with the figures when no percentile in bounds reaches it."""
+    target, tol = params.target_alert_rate, params.tolerance
+    fit = fit_thresholds(sample, params.percentile, params)
+    trace = [(params.percentile, fit.alert_rate)]
+    if fit.evaluations == 0:
+        raise CalibrationError("no window reaches min_requests: nothing would ever be judged "
+                               "(lower --min-requests or give a longer history)")
+    if within(fit.alert_rate, target, tol):
+        return fit, trace
+    if not params.adjust:
+        raise CalibrationError(
+            f"target alert rate {target:.2%} +/- {tol:.2%} not reached: {fit.alert_rate:.2%} "
+            f"({fit.alerts}/{fit.evaluations}) at percentile {params.percentile:g} "
+            "(adjustment switched off)")
+    if fit.alert_rate > target:
+        lo, hi = params.percentile, params.percentile_max
+    else:
+        lo, hi = params.percentile_min, params.percentile
+    edge = fit_thresholds(sample, hi if fit.alert_rate > target else lo, params)
+    trace.append((edge.percentile, edge.alert_rate))
+    if within(edge.alert_rate, target, tol):
+        return edge, trace
+    if (fit.alert_rate > target) == (edge.alert_rate > target):
+        which = "max" if fit.alert_rate > target else "min"
+        raise CalibrationError(
+            f"target alert rate {target:.2%} +/- {tol:.2%} unreachable: "
+            f"{fit.alert_rate:.2%} ({fit.alerts}/{fit.evaluations}) at percentile {params.percentile:g}, "
+            f"{edge.alert_rate:.2%} ({edge.alerts}/{edge.evaluations}) at percentile {edge.percentile:g} "
+            f"(percentile-{which}); widen the percentile bounds or the tolerance")
+    # invariant: rate(lo) > target > rate(hi) (or the reverse ordering of the bounds above)
+    best = min((fit, edge), key=lambda f: abs(f.alert_rate - target))
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        m = fit_thresholds(sample, mid, params)
+        trace.append((mid, m.alert_rate))
+        if abs(m.alert_rate - target) < abs(best.alert_rate - target):
+            best = m
+        if within(m.alert_rate, target, tol):
+            return m, trace
+        if m.alert_rate > target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9:
+            break
+    raise CalibrationError(
+        f"target alert rate {target:.2%} +/- {tol:.2%} unreachable: the alert rate jumps from "
+        f"{fit_thresholds(sample, lo, params).alert_rate:.2%} to {fit_thresholds(sample, hi, params).alert_rate:.2%} "
+        f"near percentile {lo:.4f}; closest {best.alert_rate:.2%} ({best.alerts}/{best.evaluations}) "
+        f"at percentile {best.percentile:.4f}; widen the tolerance")
+
+
+# ----------------------------------------------------------------- Spark transforms
+
+def history_range(events_df, start: datetime | None, end: datetime | None):
+    """[start, end) of the history: the given bounds, else the events' min/max times."""
+    from pyspark.sql import functions as F
+
+    if start is not None and end is not None:
+        return start, end
+    row = events_df.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).collect()[0]
+    lo, hi = _utc(row.lo), _utc(row.hi)
+    if hi is not None:
+        hi = hi + timedelta(microseconds=1)  # the last event is inside [start, end)
+    return start or lo, end or hi
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # Spark hands back naive datetimes in the session zone (UTC)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def bound_events(events_df, start: datetime | None, end: datetime | None):
+    """Events with start <= event_time < end (either bound optional)."""
+    from pyspark.sql import functions as F
+
+    out = events_df
+    if start is not None:
+        out = out.where(F.col("event_time") >= F.lit(start))
+    if end is not None:
+        out = out.where(F.col("event_time") < F.lit(end))
+    return out
+
+
+def split_time(start: datetime, end: datetime, holdout: float, slide_s: int) -> datetime:
+    """Where the out-of-sample part begins (aligned down on the slide)."""
+    cut = start + (end - start) * (1 - holdout)
+    epoch = int(cut.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % slide_s, tz=UTC)
+
+
+def compute_rates(events_df, params: Params, start: datetime, end: datetime, split_at: datetime):
+    """The windowed statistic of every kind, windows fully inside [start, end), with a
+    ``segment`` column: "in" (window_start < split_at) or "out"."""
+    from pyspark.sql import functions as F
+
+    rates = windows.windowed_rates_batch(
+        events_df, params.length_s, params.slide_s, params.error_status_min, kinds=KINDS)
+    rates = rates.where((F.col("window_start") >= F.lit(start)) & (F.col("window_end") <= F.lit(end)))
+    return rates.withColumn(
+        "segment", F.when(F.col("window_start") < F.lit(split_at), F.lit("in")).otherwise(F.lit("out")))
+
+
+def percentile_of_counts(values: Sequence[float], counts: Sequence[int], pct: float) -> float:
+    """``percentile`` of a multiset given as (value, count) pairs — same result as expanding it."""
+    order = np.argsort(np.asarray(values, dtype=float), kind="stable")
+    vals = np.asarray(values, dtype=float)[order]
+    cum = np.cumsum(np.asarray(counts, dtype=np.int64)[order])
+    n = int(cum[-1]) if len(cum) else 0
+    if n == 0:
+        raise ValueError("percentile of no value")
+    pos = (n - 1) * (pct / 100.0)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    a = float(vals[np.searchsorted(cum, lo, side="right")])
+    b = float(vals[np.searchsorted(cum, hi, side="right")])
+    return a + (pos - lo) * (b - a) if hi != lo else a
+
+
+def rate_summary(rates_df) -> dict[str, Any]:
+    """Counts of windows per segment and kind, the in-sample overall error rate and the
+    median requests per window of each kind (for min_requests) — from a small histogram
+    of window sizes (exact, and much cheaper than a percentile over every window)."""
+    from pyspark.sql import functions as F
+
+    rows = rates_df.groupBy("segment", "kind", "requests").agg(
+        F.count(F.lit(1)).alias("windows"), F.sum("errors").alias("errors")).collect()
+    out: dict[str, Any] = {"windows": {}, "median_requests": {}, "requests": 0, "errors": 0}
+    hist: dict[str, tuple[list, list]] = {}
+    for r in rows:
+        seg = out["windows"].setdefault(r.segment, {})
+        seg[r.kind] = seg.get(r.kind, 0) + int(r.windows)
+        if r.segment == "in":
+            values, counts = hist.setdefault(r.kind, ([], []))
+            values.append(float(r.requests))
+            counts.append(int(r.windows))
+            if r.kind == "global":
+                out["requests"] += int(r.requests) * int(r.windows)
+                out["errors"] += int(r.errors)
+    for kind, (values, counts) in hist.items():
+        out["median_requests"][kind] = percentile_of_counts(values, counts, 50)
+    out["overall_rate"] = out["errors"] / out["requests"] if out["requests"] else 0.0
+    return out
+
+
+def judged_sample(rates_df, min_requests: Mapping[str, int]):
+    """In-sample judged windows (kind, key, error_rate) collected to pandas."""
+    from pyspark.sql import functions as F
+
+    cond = None
+    for kind, n in min_requests.items():
+        c = (F.col("kind") == F.lit(kind)) & (F.col("requests") >= F.lit(int(n)))
+        cond = c if cond is None else (cond | c)
+    return rates_df.where((F.col("segment") == F.lit("in")) & cond).select(
+        "kind", "key", "error_rate").toPandas()
+
+
+def replay(rates_df, thresholds: th.Thresholds) -> dict[str, Any]:
+    """Judge the windows exactly as the detector does and count, per segment and kind."""
+    judged = judge_mod.judge(rates_df, thresholds)
+    rows = judge_mod.replay_counts(judged, by=["segment", "kind"])
+    figures: dict[str, Any] = {}
+    for seg in ("in", "out", "all"):
+        sel = [r for r in rows if seg == "all" or r["segment"] == seg]
+        ev = sum(r["evaluations"] for r in sel)
+        al = sum(r["alerts"] for r in sel)
+        by_kind = {}
+        for kind in KINDS:
+            k_ev = sum(r["evaluations"] for r in sel if r["kind"] == kind)
+            k_al = sum(r["alerts"] for r in sel if r["kind"] == kind)
+            by_kind[kind] = {"alerts": k_al, "evaluations": k_ev,
+                             "alert_rate": round(k_al / k_ev, 6) if k_ev else None}
+        figures[seg] = {"alerts": al, "evaluations": ev, "alert_rate": al / ev if ev else None,
+                        "by_kind": by_kind}
+    return figures
+
+
+# ----------------------------------------------------------------- the document
+
+def build_document(fit: Fit, params: Params, min_requests: Mapping[str, int], *, version: int,
+                   created_at: datetime, calibration: Mapping[str, Any],
+                   validation: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "version": int(version),
+        "created_at": created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "window": {"length_s": params.length_s, "slide_s": params.slide_s, "watermark_s": params.watermark_s},
+        "error_status_min": params.error_status_min,
+        "min_requests": {k: int(min_requests[k]) for k in KINDS},
+        "global": {"error_rate": fit.global_rate},
+        "ip": {"default": fit.defaults["ip"], "overrides": dict(fit.overrides["ip"])},
+        "url": {"default": fit.defaults["url"], "overrides": dict(fit.overrides["url"])},
+        "calibration": dict(calibration),
+        "validation": dict(validation),
+    }
+
+
+@dataclass
+class Result:
+    doc: dict[str, Any]
+    fit: Fit
+    trace: list[tuple[float, float]]
+    figures: dict[str, Any]
+    summary: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+
+
+def iso(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z") if t else None
+
+
+def calibrate(events_df, params: Params, *, start: datetime | None = None, end: datetime | None = None,
+              source: Mapping[str, Any] | None = None, version: int | None = None,
+              now: datetime | None = None, rows: int | None = None) -> Result:
+    """The whole calibration on an events DataFrame (EVENT_FIELDS columns). Raises
+    CalibrationError (one line) when no acceptable file can be produced."""
+    check_params(params)
+    clock = time.perf_counter()
+    now = now or datetime.now(UTC)
+    events = bound_events(events_df, start, end)
+    lo, hi = history_range(events, start, end)
+    if lo is None or hi is None:
+        raise CalibrationError(
+            f"no event in the history{_range_text(start, end)}: nothing to calibrate from")
+    if hi <= lo:
+        raise CalibrationError(f"empty time range {iso(lo)} .. {iso(hi)}")
+    split_at = split_time(lo, hi, params.holdout, params.slide_s) if params.holdout > 0 else hi
+    if rows is None:
+        rows = events.count()
+    rates = compute_rates(events, params, lo, hi, split_at).cache()
+    timings = {"read_s": time.perf_counter() - clock}
+    try:
+        return _calibrate_rates(rates, params, lo, hi, split_at, source or {}, version, now, rows, timings)
+    finally:
+        rates.unpersist()
+
+
+def _range_text(start, end) -> str:
+    if start is None and end is None:
+        return ""
+    return f" between {iso(start) or '-inf'} and {iso(end) or '+inf'}"
+
+
+def _calibrate_rates(rates, params, lo, hi, split_at, source, version, now, rows, timings) -> Result:
+    clock = time.perf_counter()
+    stats = rate_summary(rates)
+    timings["rates_s"] = time.perf_counter() - clock
+    n_in = stats["windows"].get("in", {}).get("global", 0)
+    n_out = stats["windows"].get("out", {}).get("global", 0)
+    if stats["requests"] == 0 and n_out == 0:
+        raise CalibrationError(
+            f"no complete {params.length_s}s window in the history {iso(lo)} .. {iso(hi)}: "
+            f"too short (need at least {params.min_windows} windows)")
+    if n_in < params.min_windows:
+        raise CalibrationError(
+            f"history too short: {n_in} in-sample global windows of {params.length_s}s "
+            f"sliding {params.slide_s}s between {iso(lo)} and {iso(split_at)} "
+            f"(need at least {params.min_windows}; lower --min-windows or give more history)")
+    if params.holdout > 0 and n_out == 0:
+        raise CalibrationError(
+            f"history too short for a hold-out: no complete window after {iso(split_at)} "
+            f"(use --holdout 0 or give more history)")
+    # min_requests from the in-sample requests per window
+    medians = stats["median_requests"]
+    min_requests = {}
+    for kind in KINDS:
+        given = params.min_requests.get(kind)
+        if given is not None:
+            min_requests[kind] = int(given)
+        else:
+            min_requests[kind] = derived_min_requests(
+                stats["overall_rate"], params.min_requests_precision, params.min_requests_floor,
+                medians.get(kind, params.min_requests_floor))
+    clock = time.perf_counter()
+    frame = judged_sample(rates, min_requests)
+    timings["collect_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    overrides = select_overrides(frame, n_in, params)
+    sample = build_sample(frame, overrides, params.pins, stats["overall_rate"])
+    fit, trace = adjust_percentile(sample, params)
+    timings["fit_s"] = time.perf_counter() - clock
+
+    calibration = {
+        "source": dict(source),
+        "start": iso(lo), "end": iso(hi), "split_at": iso(split_at),
+        "rows": rows,
+        "windows": {seg: dict(v) for seg, v in stats["windows"].items()},
+        "overall_error_rate": round(stats["overall_rate"], ROUND),
+        "percentile": round(fit.percentile, 4),
+        "percentile_trace": [[round(p, 4), round(r, 6)] for p, r in trace],
+        "global_method": params.global_method,
+        "min_requests_derived": {k: params.min_requests.get(k) is None for k in KINDS},
+        "overrides_learnt": {k: list(v) for k, v in overrides.items()},
+        "parameters": params.as_dict(),
+    }
+    doc_version = int(version if version is not None else int(now.timestamp()))
+    validation = {"target": params.target_alert_rate, "tolerance": params.tolerance,
+                  "oos_tolerance": params.oos_tolerance}
+    doc = build_document(fit, params, min_requests, version=doc_version, created_at=now,
+                         calibration=calibration, validation=validation)
+    validation = doc["validation"]  # filled in below, after the replay
+    candidate = th.Thresholds.from_doc(doc)
+    clock = time.perf_counter()
+    figures = replay(rates, candidate)
+    timings["replay_s"] = time.perf_counter() - clock
+    ins, out, whole = figures["in"], figures["out"], figures["all"]
+    if (ins["alerts"], ins["evaluations"]) != (fit.alerts, fit.evaluations):
+        raise CalibrationError(
+            f"internal check failed: replay through judge() gives {ins['alerts']}/{ins['evaluations']} "
+            f"in-sample, the fit counted {fit.alerts}/{fit.evaluations}")
+    validation.update({
+        "alert_rate": round(ins["alert_rate"], 8) if ins["alert_rate"] is not None else 0.0,
+        "alerts": ins["alerts"], "evaluations": ins["evaluations"],
+        "alert_rate_out_of_sample": round(out["alert_rate"], 8) if out["alert_rate"] is not None else None,
+        "alerts_out_of_sample": out["alerts"], "evaluations_out_of_sample": out["evaluations"],
+        "alert_rate_history": round(whole["alert_rate"], 8) if whole["alert_rate"] is not None else None,
+        "alerts_history": whole["alerts"], "evaluations_history": whole["evaluations"],
+        "by_kind": {"in": ins["by_kind"], "out": out["by_kind"]},
+        "method": "replay of chaussettes.judge.judge on chaussettes.windows rates",
+    })
+    if (params.holdout > 0 and params.oos_tolerance is not None and out["alert_rate"] is not None
+            and not within(out["alert_rate"], params.target_alert_rate, params.oos_tolerance)):
+        raise CalibrationError(
+            f"out-of-sample alert rate {out['alert_rate']:.2%} ({out['alerts']}/{out['evaluations']}) "
+            f"is outside {params.target_alert_rate:.2%} +/- {params.oos_tolerance:.2%} "
+            f"(in-sample {ins['alert_rate']:.2%} at percentile {fit.percentile:.2f}); the history's last "
+            f"{params.holdout:.0%} behaves differently: check it, or widen --oos-tolerance")
+    th.validate(doc)
+    summary = {"windows_in": n_in, "windows_out": n_out, "min_requests": min_requests,
+               "overall_rate": stats["overall_rate"], "rows": rows}
+    return Result(doc=doc, fit=fit, trace=trace, figures=figures, summary=summary, timings=timings)
+
+
+def summary_lines(result: Result, rows: int | None, unparseable: int | None, seconds: float,
+                  output: str | None) -> list[str]:
+    """The human summary printed at the end of a run."""
+    d = result.doc
+    v = d["validation"]
+    c = d["calibration"]
+    lines = [
+        f"history    {c['start']} .. {c['end']} (out of sample from {c['split_at']})",
+        f"rows       {rows if rows is not None else '?'} events read"
+        + (f", {unparseable} unparseable lines skipped" if unparseable else ""),
+        (f"windows    {result.summary['windows_in']} in sample + {result.summary['windows_out']} out "
+         f"(global, {d['window']['length_s']}s sliding {d['window']['slide_s']}s); "
+         f"overall error rate {c['overall_error_rate']:.2%}"),
+        f"min_req    global {d['min_requests']['global']}, ip {d['min_requests']['ip']}, url {d['min_requests']['url']}",
+        (f"thresholds global {d['global']['error_rate']:.4f}, ip {d['ip']['default']:.4f} "
+         f"(+{len(d['ip']['overrides'])} overrides), url {d['url']['default']:.4f} "
+         f"(+{len(d['url']['overrides'])} overrides) at percentile {c['percentile']:g}"),
+    ]
+    for kind in ("ip", "url"):
+        for key, rate in list(d[kind]["overrides"].items())[:5]:
+            lines.append(f"  override {kind} {key} = {rate:.4f}")
+    oos = v.get("alert_rate_out_of_sample")
+    lines.append(
+        f"validation alert rate {v['alert_rate']:.2%} in sample ({v['alerts']}/{v['evaluations']}), "
+        + (f"{oos:.2%} out of sample ({v['alerts_out_of_sample']}/{v['evaluations_out_of_sample']})"
+           if oos is not None else "no out-of-sample part")
+        + f"; target {v['target']:.2%} +/- {v['tolerance']:.2%}")
+    lines.append(f"written    {output} (version {d['version']}) in {seconds:.1f} s" if output
+                 else f"not written (dry run) — {seconds:.1f} s")
+    return lines

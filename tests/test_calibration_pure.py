@@ -1,0 +1,157 @@
+"""chaussettes.calibration: the pure parts (no Spark): percentiles, min_requests,
+overrides, the percentile adjustment loop, parameter checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from chaussettes import calibration as cal
+
+
+def test_percentile_is_linear_interpolation_like_numpy():
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 3, 10, 101, 1000):
+        values = rng.random(n)
+        for p in (0.1, 1, 25, 50, 90, 99, 99.9, 100):
+            assert cal.percentile(values, p) == pytest.approx(np.percentile(values, p), abs=1e-15)
+    assert cal.percentile([0.0, 1.0], 50) == 0.5
+    assert cal.percentile([3.0], 99) == 3.0
+    with pytest.raises(ValueError):
+        cal.percentile([], 50)
+
+
+def test_percentile_of_counts_equals_expanded():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        values = rng.integers(1, 40, rng.integers(1, 12)).astype(float)
+        counts = rng.integers(1, 9, len(values))
+        expanded = np.repeat(values, counts)
+        for p in (1, 50, 99, 100):
+            assert cal.percentile_of_counts(values, counts, p) == cal.percentile(expanded, p)
+
+
+def test_derived_min_requests():
+    # 5% errors, +/-0.1 at 99%: 2.326^2 * .05 * .95 / .01 = 25.7 -> 26
+    assert cal.derived_min_requests(0.05, 0.1, 5, 1000) == 26
+    assert cal.derived_min_requests(0.05, 0.1, 5, 12) == 12  # at most the median window size
+    assert cal.derived_min_requests(0.05, 0.1, 5, 2) == 5  # never below the floor
+    assert cal.derived_min_requests(0.0, 0.1, 5, 1000) == 5
+    got = cal.derive_min_requests(
+        {"global": np.array([500.0] * 9), "ip": np.array([3.0, 40.0, 40.0]), "url": np.array([])},
+        0.05, cal.Params(min_requests={"global": None, "ip": None, "url": 7}))
+    assert got == {"global": 26, "ip": 26, "url": 7}
+
+
+def _frame(rows):
+    return pd.DataFrame(rows, columns=["kind", "key", "error_rate"])
+
+
+def test_select_overrides_keeps_persistent_outliers_not_incidents():
+    rng = np.random.default_rng(3)
+    rows = []
+    n_windows = 100
+    for w in range(n_windows):
+        for u in range(10):
+            rows.append(("url", f"/p{u}", rng.uniform(0, 0.1)))
+        rows.append(("url", "/login", rng.uniform(0.35, 0.5)))  # always high: its normal
+        if w < 10:
+            rows.append(("url", "/broken", 0.9))  # an outage: 10% of the history
+        rows.append(("ip", "10.0.0.1", rng.uniform(0, 0.1)))
+    frame = _frame(rows)
+    params = cal.Params(override_min_windows=5)
+    chosen = cal.select_overrides(frame, n_windows, params)
+    assert chosen == {"ip": [], "url": ["/login"]}
+    # coverage: with a 5% bar the outage qualifies too (it is then "normal")
+    assert "/broken" in cal.select_overrides(frame, n_windows, cal.Params(
+        override_min_windows=5, override_min_coverage=0.05))["url"]
+    # pinned keys are not learnt again
+    assert cal.select_overrides(frame, n_windows, cal.Params(
+        override_min_windows=5, pins={"url": {"/login": 0.9}}))["url"] == []
+    assert cal.select_overrides(frame, n_windows, cal.Params(max_overrides=0)) == {"ip": [], "url": []}
+
+
+def _sample(params, pool_sizes=(200, 2000, 1000), seed=5):
+    rng = np.random.default_rng(seed)
+    rows = [("global", "*", r) for r in rng.beta(2, 30, pool_sizes[0])]
+    rows += [("ip", f"10.0.0.{i % 50}", r) for i, r in enumerate(rng.beta(1, 20, pool_sizes[1]))]
+    rows += [("url", f"/u{i % 20}", r) for i, r in enumerate(rng.beta(1, 25, pool_sizes[2]))]
+    rows += [("url", "/login", r) for r in rng.uniform(0.3, 0.5, 100)]
+    frame = _frame(rows)
+    overrides = cal.select_overrides(frame, 100, params)
+    return cal.build_sample(frame, overrides, params.pins, 0.05), frame
+
+
+def test_fit_counts_like_a_brute_force_judge():
+    params = cal.Params(override_min_windows=50)
+    sample, frame = _sample(params)
+    fit = cal.fit_thresholds(sample, 97.0, params)
+    assert "/login" in fit.overrides["url"]
+    alerts = 0
+    for r in frame.itertuples():
+        if r.kind == "global":
+            t = fit.global_rate
+        else:
+            t = fit.overrides[r.kind].get(r.key, fit.defaults[r.kind])
+        alerts += r.error_rate > t
+    assert (fit.alerts, fit.evaluations) == (alerts, len(frame))
+    # /login's windows did not raise the url default
+    assert fit.defaults["url"] < 0.3
+
+
+def test_adjustment_reaches_the_target_and_monotone():
+    params = cal.Params(percentile=90.0, percentile_min=80, percentile_max=99.9, target_alert_rate=0.01,
+                        tolerance=0.001, override_min_windows=50)
+    sample, _ = _sample(params)
+    fit, trace = cal.adjust_percentile(sample, params)
+    assert abs(fit.alert_rate - 0.01) <= 0.001
+    assert fit.percentile > 90 and len(trace) > 2
+    rates = [cal.fit_thresholds(sample, p, params).alert_rate for p in (85, 90, 95, 99, 99.9)]
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_adjustment_off_or_unreachable_fails_with_figures():
+    params = cal.Params(percentile=90.0, adjust=False, override_min_windows=50)
+    sample, _ = _sample(params)
+    with pytest.raises(cal.CalibrationError, match=r"not reached: .*at percentile 90"):
+        cal.adjust_percentile(sample, params)
+    # the bounds cannot reach 1%: 90..91 gives ~9-10%
+    params = cal.Params(percentile=90.0, percentile_min=89, percentile_max=91, override_min_windows=50)
+    with pytest.raises(cal.CalibrationError) as err:
+        cal.adjust_percentile(sample, params)
+    msg = str(err.value)
+    assert "unreachable" in msg and "percentile 91" in msg and "percentile-max" in msg and "\n" not in msg
+    # all-zero rates: any positive threshold gives 0 alerts, target 1% +/- 0.5% is out of reach
+    zero = cal.Sample(pool={"global": np.zeros(100), "ip": np.zeros(100), "url": np.zeros(100)},
+                      keyed={"ip": {}, "url": {}}, overall_rate=0.0)
+    with pytest.raises(cal.CalibrationError, match="unreachable"):
+        cal.adjust_percentile(zero, cal.Params())
+
+
+def test_global_fraction_method():
+    params = cal.Params(global_method="fraction", global_fraction=0.5)
+    sample, _ = _sample(params)
+    fit = cal.fit_thresholds(sample, 99, params)
+    assert fit.global_rate == pytest.approx(0.075)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"percentile": 0}, "percentile must be in (0, 100]"),
+    ({"percentile": 101}, "percentile must be in (0, 100]"),
+    ({"percentile": float("nan")}, "percentile"),
+    ({"percentile_min": 99.5}, "outside [percentile-min 99.5"),
+    ({"percentile_min": 99.95}, "above percentile-max"),
+    ({"tolerance": -0.01}, "tolerance must be >= 0"),
+    ({"oos_tolerance": -1}, "oos-tolerance"),
+    ({"target_alert_rate": 0}, "target-alert-rate"),
+    ({"holdout": 1}, "holdout"),
+    ({"length_s": 60, "slide_s": 7}, "multiple"),
+    ({"global_method": "magic"}, "global-method"),
+    ({"min_requests": {"ip": 0}}, "min-requests for ip"),
+    ({"pins": {"url": {"/x": 2}}}, "rate must be in [0, 1]"),
+    ({"error_status_min": 99}, "error-status-min"),
+])
+def test_bad_parameters_are_usage_errors(change, fragment):
+    with pytest.raises(cal.CalibrationError) as err:
+        cal.check_params(cal.Params(**change))
+    assert err.value.usage and fragment in str(err.value)
