@@ -16,7 +16,9 @@ from pathlib import Path
 @dataclass
 class Component:
     name: str
-    argv: list[str]
+    # None: a component the stack does not run itself but waits for and reports on
+    # (the detector, started and restarted by Airflow's streaming_detector DAG).
+    argv: list[str] | None
     env: dict[str, str] = field(default_factory=dict)  # added to the stack's environment
     ports: list[tuple[int, str]] = field(default_factory=list)  # (port, setting that changes it)
     healthy: Callable[[], bool] | None = None  # None: healthy when every port accepts connections
@@ -24,5 +26,6 @@ class Component:
     cwd: Path | None = None
     prepare: Callable[[], None] | None = None  # runs before start (create folders, certificates)
     after_start: Callable[[], None] | None = None  # runs once healthy (create topics, connections)
+    stop: Callable[[], None] | None = None  # how `down` stops a component without argv
     urls: list[str] = field(default_factory=list)  # printed by `up` and `status`
     notes: list[str] = field(default_factory=list)  # extra lines printed by `up`

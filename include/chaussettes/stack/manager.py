@@ -36,6 +36,8 @@ class Running:
 
     @property
     def alive(self) -> bool:
+        if self.pid == 0:  # not ours to run: see Component.argv
+            return True
         return bool(procs.group_members(self.pid)) or procs.alive(self.pid)
 
 
@@ -74,8 +76,8 @@ def up(settings: Settings, only: set[str] | None = None,
     to_start: list[Component] = []
     for comp in wanted:
         running = state.get(comp.name)
-        if running and running.alive:
-            echo(f"{comp.name}: already running (pid {running.pid})")
+        if running and running.alive and (comp.argv is not None or _healthy(comp)):
+            echo(f"{comp.name}: already running" + (f" (pid {running.pid})" if running.pid else ""))
         else:
             to_start.append(comp)
     if not to_start:
@@ -91,21 +93,23 @@ def up(settings: Settings, only: set[str] | None = None,
 
     logs = settings.run_dir / "logs"
     started: list[str] = []
+    failed: str | None = None
     try:
         for comp in to_start:
+            failed = comp.name
             t = time.monotonic()
             if comp.prepare:
                 comp.prepare()
             log = logs / f"{comp.name}.log"
             env = {**os.environ, **settings.as_env(), **comp.env}
-            proc = procs.start(comp.argv, log, env=env, cwd=comp.cwd)
-            state[comp.name] = Running(comp.name, proc.pid, [p for p, _ in comp.ports], str(log),
-                                       time.time())
+            proc = procs.start(comp.argv, log, env=env, cwd=comp.cwd) if comp.argv else None
+            state[comp.name] = Running(comp.name, proc.pid if proc else 0,
+                                       [p for p, _ in comp.ports], str(log), time.time())
             started.append(comp.name)
             _save_state(settings, state)
 
             def ready(proc=proc, comp=comp) -> bool:
-                if proc.poll() is not None:
+                if proc is not None and proc.poll() is not None:
                     raise StackError(f"{comp.name} exited with code {proc.returncode}")
                 return _healthy(comp)
 
@@ -113,16 +117,17 @@ def up(settings: Settings, only: set[str] | None = None,
                 raise StackError(f"{comp.name} did not become healthy within {comp.start_timeout_s:g}s")
             if comp.after_start:
                 comp.after_start()
-            echo(f"{comp.name}: up in {time.monotonic() - t:.1f}s (pid {proc.pid})")
+            echo(f"{comp.name}: up in {time.monotonic() - t:.1f}s" + (f" (pid {proc.pid})" if proc else ""))
     except BaseException as exc:
-        failed = started[-1] if started else None
+        by_name = {c.name: c for c in to_start}
         for name in reversed(started):
-            procs.stop_group(state[name].pid)
+            _stop(by_name[name], state[name])
             state.pop(name, None)
         _save_state(settings, state)
         if failed and isinstance(exc, Exception):
-            tail = procs.tail(logs / f"{failed}.log", 15)
-            raise StackError(f"{exc}; stopped what was started. Last lines of {failed}'s log:\n{tail}") from None
+            log = logs / f"{failed}.log"
+            tail = f" Last lines of {failed}'s log:\n{procs.tail(log, 15)}" if log.exists() else ""
+            raise StackError(f"{failed}: {exc}; stopped what was started.{tail}") from None
         raise
 
     echo(f"stack up in {time.monotonic() - t0:.1f}s")
@@ -133,6 +138,15 @@ def up(settings: Settings, only: set[str] | None = None,
             echo(f"  {'':13} {note}")
     echo(f"  logs and pids: {settings.run_dir}")
     return state
+
+
+def _stop(comp: Component | None, running: Running) -> bool:
+    """Stop one component; True when nothing of it is left."""
+    if running.pid == 0:
+        if comp is not None and comp.stop is not None:
+            comp.stop()
+        return True
+    return procs.stop_group(running.pid)
 
 
 def status(settings: Settings) -> list[tuple[str, str, str]]:
@@ -151,7 +165,8 @@ def status(settings: Settings) -> list[tuple[str, str, str]]:
             except Exception as exc:  # noqa: BLE001 — a health probe must never break status
                 health = f"unhealthy ({exc})"
             urls = "; ".join(comp.urls)
-            rows.append((comp.name, health, f"pid {running.pid}  {urls}"))
+            pid = f"pid {running.pid}  " if running.pid else ""
+            rows.append((comp.name, health, f"{pid}{urls}"))
     return rows
 
 
@@ -160,12 +175,12 @@ def down(settings: Settings, echo: Callable[[str], None] = print) -> None:
     if not state:
         return
     leftovers = []
-    order = [c.name for c in all_components(settings)]
-    order += [n for n in state if n not in order]
+    known = {c.name: c for c in all_components(settings)}
+    order = list(known) + [n for n in state if n not in known]
     names = sorted(state, key=order.index, reverse=True)
     for name in names:
         running = state[name]
-        if not procs.stop_group(running.pid):
+        if not _stop(known.get(name), running):
             leftovers.append(f"{name} (pgid {running.pid})")
         else:
             echo(f"{name}: stopped")
