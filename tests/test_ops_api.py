@@ -1,0 +1,130 @@
+"""The operations API (FastAPI TestClient on the app) against a real broker.
+
+Alerts are built by the detector's own builder (``chaussettes.detector.alerts.build_alert``)
+and published onto a fresh real topic; the status file is written where the detector
+writes it. Here Airflow's auth dependency is overridden by a fixed user, except in the
+tests that check a request without credentials is refused; test_ops_browser.py checks the
+real tokens against a running Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+
+import pytest
+from airflow.api_fastapi.core_api.security import get_user
+from chaussettes import artifacts, procs
+from chaussettes.ops import samples
+from chaussettes.ops.app import create_app
+from fastapi.testclient import TestClient
+
+ROUTES = ["/", "/api/health", "/api/alerts", "/api/rates", "/api/versions", "/api/versions/diff?a=0&b=0"]
+
+
+def client_for(settings, authenticated: bool = True, **kwargs) -> TestClient:
+    app = create_app(settings, **kwargs)
+    if authenticated:
+        app.dependency_overrides[get_user] = lambda: {"username": "test-ops"}
+    return TestClient(app)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_no_credentials_is_refused(settings, route):
+    response = client_for(settings, authenticated=False).get(route)
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Not authenticated"}
+
+
+def test_api_sections_with_data(settings, new_topic):
+    s = settings.replace(topic_alerts=new_topic(partitions=2))
+    alerts = samples.mixed_alerts(30)
+    samples.publish(s, alerts)
+    status = samples.status_doc(thresholds_version=1)
+    samples.write_status(s, status)
+    doc = json.loads(s.default_thresholds_path.read_text())
+    doc["global"]["error_rate"] = 0.3
+    doc["calibration"] = {"source": "archive"}
+    artifacts.ThresholdsStore.from_settings(s).publish(doc)
+    client = client_for(s)
+
+    health = client.get("/api/health").json()
+    assert health["health"] == "running" and health["status"]["quarantined_total"] == 37
+    assert "recent_global_windows" not in health
+
+    body = client.get("/api/alerts").json()
+    assert body["ok"] and [a["alert_id"] for a in body["alerts"]] == [a["alert_id"] for a in reversed(alerts)]
+    assert body["counts_last_hour"] == {"global": 10, "ip": 10, "url": 10} and body["counts_exact"]
+    urls = client.get("/api/alerts", params={"kind": "url", "limit": 3}).json()
+    assert [a["kind"] for a in urls["alerts"]] == ["url"] * 3 and urls["matching"] == 10
+    assert client.get("/api/alerts", params={"kind": "bogus"}).status_code == 400
+
+    rates = client.get("/api/rates").json()
+    assert [w["window_start"] for w in rates["series"]] == [w["window_start"] for w in status["recent_global_windows"]]
+    assert rates["series_error"] is None and rates["top_ips"] and rates["top_urls"]
+
+    versions = client.get("/api/versions").json()
+    assert [(v["version"], v["current"]) for v in versions["versions"]] == [(1, True), (0, False)]
+    assert versions["in_force"] == 1
+    diff = client.get("/api/versions/diff", params={"a": 0, "b": 1}).json()
+    assert {"path": "global.error_rate", "change": "changed", "a": 0.2, "b": 0.3} in diff["changes"]
+    missing = client.get("/api/versions/diff", params={"a": 0, "b": 7})
+    assert missing.status_code == 404 and "does not exist" in missing.json()["detail"]
+
+    page = client.get("/")
+    assert page.status_code == 200 and "Chaussettes — operations" in page.text
+    # Self-contained: no CDN, no external script, style or font (the SVG namespace is a name).
+    assert set(re.findall(r"https?://[^\s\"')]+", page.text)) == {"http://www.w3.org/2000/svg"}
+    assert "<script src" not in page.text and "<link" not in page.text
+
+
+def test_page_and_api_with_nothing_there(settings, new_topic):
+    client = client_for(settings.replace(topic_alerts=new_topic(partitions=1)))
+    assert client.get("/").status_code == 200
+    health = client.get("/api/health").json()
+    assert health["health"] == "unknown" and "no detector status file" in health["reason"]
+    body = client.get("/api/alerts").json()
+    assert body["ok"] and body["alerts"] == [] and body["counts_last_hour"] == {"global": 0, "ip": 0, "url": 0}
+    assert client.get("/api/rates").json()["series"] == []
+    assert [v["version"] for v in client.get("/api/versions").json()["versions"]] == [0]
+
+
+def test_broker_down_page_still_renders(settings):
+    down = settings.replace(bootstrap_servers=f"127.0.0.1:{procs.free_port()}")
+    client = client_for(down)
+    assert client.get("/").status_code == 200
+    alerts = client.get("/api/alerts")
+    assert alerts.status_code == 503
+    assert alerts.json()["error"].startswith(f"Kafka at {down.bootstrap_servers} did not answer")
+    rates = client.get("/api/rates")  # served from the same (failed) read, not a second wait
+    assert rates.status_code == 200 and "did not answer" in rates.json()["alerts_error"]
+    assert client.get("/api/health").json()["health"] == "unknown"
+
+
+def test_latency_with_100k_alerts(settings, new_topic, capsys):
+    """100k alerts on the topic: the API reads the tail only. Figures printed, not asserted."""
+    s = settings.replace(topic_alerts=new_topic(partitions=1))
+    alerts = samples.mixed_alerts(100_000)
+    samples.publish(s, alerts)
+    samples.write_status(s, samples.status_doc())
+    client = client_for(s, tail_cache_s=0)  # every call reads Kafka
+    timings = {}
+    for route in ("/api/alerts", "/api/rates", "/api/health", "/api/versions", "/"):
+        runs = []
+        for _ in range(5):
+            started = time.perf_counter()
+            response = client.get(route)
+            runs.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200
+        timings[route] = runs
+    body = client.get("/api/alerts", params={"limit": 5}).json()
+    assert [a["alert_id"] for a in body["alerts"]] == [a["alert_id"] for a in alerts[-1:-6:-1]]
+    # The tail, not the topic (on Tansu the high watermark may lag by one producer batch).
+    assert 5000 <= body["alerts_in_tail"] < 20_000
+    with capsys.disabled():
+        for route, runs in timings.items():
+            print(f"\n[ops latency, 100k alerts] {route}: first {runs[0]:.0f} ms, then median "
+                  f"{statistics.median(runs[1:]):.0f} ms, max {max(runs[1:]):.0f} ms", end="")
+        print()
