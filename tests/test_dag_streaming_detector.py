@@ -99,3 +99,73 @@ def test_form_values_out_of_bounds_are_refused(home_env):
                        timeout=420, check=False)
     assert r.returncode != 0
     assert "poll_s" in (r.stdout + r.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_supervisor_dag_restarts_the_real_detector_after_kill_9_without_duplicate_alerts(
+        airflow_env, broker, new_topic, tmp_path):
+    """The real `spark-submit jobs/stream_detector.py` under `airflow dags test streaming_detector`:
+    killed with -9, restarted by the DAG, the stream makes progress again and no alert is doubled."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    logs, alerts = new_topic(4), new_topic(1)
+    conf = settings_mod.load(env={}, home=tmp_path / "home", bootstrap_servers=broker.bootstrap_servers,
+                             topic_logs=logs, topic_alerts=alerts, kafka_timeout_s=5.0)
+    env = {**airflow_env, **conf.as_env()}
+    gen = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "jobs" / "generate_logs.py"),
+         "--bootstrap-servers", broker.bootstrap_servers, "--topic", logs, "--rate", "200",
+         "--bad-ips", "2", "--ip-error-rate", "0.8", "--bad-ip-share", "0.05", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    params = {"poll_s": 5, "watch_minutes": 60, "trigger": "5s", "spark_master": "local[2]",
+              "startup_grace_s": 600, "detector_args": ["--no-archive", "--log-level", "WARN"]}
+    log_path = tmp_path / "dag.log"
+    sup = sv.Supervisor(conf, query_kafka_lag=False)
+    dag = None
+    try:
+        with open(log_path, "w") as log:
+            dag = subprocess.Popen([AIRFLOW, "dags", "test", "streaming_detector", "-c", json.dumps(params)],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait(lambda: "deferring: watch check" in log_path.read_text() or dag.poll() is not None,
+              600, "the DAG's watch")
+        assert dag.poll() is None, log_path.read_text()[-3000:]
+        first = sup.pid_info()
+        before = sup.check()
+        assert before.state == sv.HEALTHY and before.batch_id is not None, before.reason
+        os.killpg(int(first["pgid"]), signal.SIGKILL)
+
+        def restarted():
+            h = sup.check()
+            return h if (h.pid != first["pid"] and h.state == sv.HEALTHY and h.batch_id is not None
+                         and h.batch_id > before.batch_id) else None
+
+        after = _wait(restarted, 600, "a new micro-batch from the restarted detector")
+        assert after.pid != first["pid"]
+        events = [e["action"] for e in sup.events()]
+        assert events.count("start") >= 1 and ("restart" in events or events.count("start") >= 2)
+    finally:
+        if dag is not None and dag.poll() is None:
+            os.killpg(dag.pid, signal.SIGTERM)
+            try:
+                dag.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(dag.pid, signal.SIGKILL)
+        sup.stop(timeout_s=30)
+        os.killpg(gen.pid, signal.SIGTERM)
+        gen.wait(timeout=30)
+    assert not sup.running()
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "t",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(alerts, 0, 0)])
+    ids = []
+    idle = time.monotonic()
+    while time.monotonic() - idle < 5:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            ids.append(msg.key().decode())
+            idle = time.monotonic()
+    consumer.close()
+    assert ids, "the detector published no alert for the misbehaving clients"
+    assert len(ids) == len(set(ids)), "an alert was published twice across the kill and restart"

@@ -339,3 +339,42 @@ def test_driver_killed_between_write_and_commit_leaves_no_duplicate(broker, new_
     got = consume_all(servers, out, 1, 150)
     assert len(got) == 150, f"{len(got)} records: {len(got) - len(set(got))} duplicates"
     assert sorted(got) == sorted((f"k{i}".encode(), f"v{i}".encode()) for i in range(150))
+
+
+def test_checkpoint_beyond_an_emptied_topic_fails_clearly_or_restarts_from_its_start(kspark, tmp_path):
+    """A broker that keeps its data in memory comes back empty: the checkpointed offsets are
+    past the topic's end. Default policy: the query fails saying so (nothing skipped or
+    re-read); failOnDataLoss=false goes on from the start of the new data."""
+    from chaussettes.broker import LocalBroker
+    from chaussettes.settings import load
+    from chaussettes.topics import ensure_topics
+
+    port = free_port()
+    broker = LocalBroker(port=port, run_dir=tmp_path).start()
+    servers, topic, ckpt = broker.bootstrap_servers, "emptied", tmp_path / "ckpt"
+    try:
+        ensure_topics(load(env={}, bootstrap_servers=servers), {topic: 4})
+        produce(servers, topic, 40)
+        _stream_into_memory(kspark, servers, topic, ckpt, "before_reset")
+        assert kspark.table("before_reset").count() == 40
+
+        broker.stop()
+        broker = LocalBroker(port=port, run_dir=tmp_path).start()  # memory storage: empty
+        ensure_topics(load(env={}, bootstrap_servers=servers), {topic: 4})
+        produce(servers, topic, 8, start=100)
+
+        df = (kspark.readStream.format("kafka")
+              .options(**read_opts(servers, topic, startingOffsets="earliest")).load())
+        q = (df.writeStream.format("noop").option("checkpointLocation", str(ckpt))
+             .trigger(availableNow=True).start())
+        with pytest.raises(Exception) as failure:
+            q.awaitTermination(120)
+        message = str(failure.value)
+        assert "checkpointed offset 10 is beyond the partition's end 2" in message
+        assert "emptied or recreated" in message and "failOnDataLoss=false" in message
+
+        _stream_into_memory(kspark, servers, topic, ckpt, "after_reset", failOnDataLoss="false")
+        keys = sorted(r.k for r in kspark.sql("SELECT CAST(key AS STRING) k FROM after_reset").collect())
+        assert keys == sorted(f"k{i}" for i in range(100, 108))
+    finally:
+        broker.stop()

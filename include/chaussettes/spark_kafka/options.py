@@ -32,7 +32,7 @@ READ_OPTIONS = (
     "startingOffsetsByTimestamp", "endingOffsetsByTimestamp",
     "maxOffsetsPerTrigger", "minPartitions", "failOnDataLoss", "includeHeaders",
     "groupIdPrefix", "kafkaConsumer.pollTimeoutMs", "fetchOffset.numRetries",
-    "fetchOffset.retryIntervalMs", "kafka.timeout.ms",
+    "fetchOffset.retryIntervalMs", "kafka.timeout.ms", "offsetResetGraceMs",
 )
 WRITE_OPTIONS = (
     "kafka.bootstrap.servers", "topic", "includeHeaders", "exactlyOnce",

@@ -54,6 +54,9 @@ class ReadConfig:
     group_id_prefix: str
     timeout_s: float
     poll_timeout_s: float
+    # How long a checkpointed position may stay beyond a partition's end before the topic
+    # counts as emptied or recreated (a broker may under-report its end for a moment).
+    reset_grace_s: float = 30.0
 
     @classmethod
     def parse(cls, options: Mapping[str, str], streaming: bool) -> ReadConfig:
@@ -79,6 +82,7 @@ class ReadConfig:
             group_id_prefix=opts.get("groupIdPrefix", "spark-kafka-source"),
             timeout_s=timeout,
             poll_timeout_s=poll_ms / 1000.0 if poll_ms else max(timeout, 10.0),
+            reset_grace_s=o.parse_int(opts, "offsetResetGraceMs", 30_000) / 1000.0,
         )
 
     def consumer_conf(self, group_id: str | None = None) -> dict:
@@ -489,6 +493,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self._client: OffsetClient | None = None
         self._target: dict[tuple[str, int], int] | None = None
         self._group_committed: dict | None = None
+        self._beyond_since: dict[tuple[str, int], float] = {}
 
     @property
     def client(self) -> OffsetClient:
@@ -533,14 +538,39 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             elif begin[tp] < low:
                 _data_loss(self.cfg, f"{tp[0]}-{tp[1]}: offsets {begin[tp]}..{low - 1} were "
                                      "deleted before they were read")
-            # A reported end below our position is no reason to go back (a broker may
-            # report less while a transaction is open): wait for it to catch up.
+            elif begin[tp] > high:
+                end[tp] = self._beyond_end(tp, begin[tp], low, high)
+                continue
+            self._beyond_since.pop(tp, None)
             end[tp] = max(begin[tp], high)
         for tp, pos in begin.items():
             end.setdefault(tp, pos)  # a partition no longer listed keeps its position
         if isinstance(limit, ReadMaxRows):
             end = _rate_limit(begin, end, limit.max_rows)
         return to_json(end)
+
+    def _beyond_end(self, tp: tuple[str, int], position: int, low: int, high: int) -> int:
+        """Our checkpointed position is past the partition's end: the topic was emptied or
+        recreated (a restart of a broker that keeps its data in memory, a deleted topic).
+
+        Policy: never skip or re-read silently. A short dip is waited out (``offsetResetGraceMs``;
+        none in an availableNow run). Then with ``failOnDataLoss=true`` (the default) the query
+        fails saying so; with ``false`` it logs a warning and goes on from the partition's start
+        (the new records, none of which was read before). Returns the batch's end offset.
+        """
+        first = self._beyond_since.setdefault(tp, time.monotonic())
+        if self._target is None and time.monotonic() - first < self.cfg.reset_grace_s:
+            return position  # wait: the broker may catch up
+        what = (f"{tp[0]}-{tp[1]}: checkpointed offset {position} is beyond the partition's end "
+                f"{high}: the topic was emptied or recreated (a broker restart with in-memory "
+                "storage?)")
+        if self.cfg.fail_on_data_loss:
+            raise KafkaSourceError(f"{what}. Nothing was skipped or re-read: start on a new "
+                                   "checkpoint, or set failOnDataLoss=false to continue from the "
+                                   "partition's start")
+        log.warning("%s; failOnDataLoss=false: continuing from offset %d", what, low)
+        self._beyond_since.pop(tp, None)
+        return low
 
     def partitions(self, start: dict, end: dict):
         begin, finish = from_json(start), from_json(end)
@@ -575,7 +605,8 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
 def _rate_limit(begin, end, max_rows: int) -> dict:
     """Cap the total offsets of a batch at max_rows, shared in proportion to each lag."""
-    lags = {tp: end[tp] - begin.get(tp, end[tp]) for tp in end}
+    # A partition reset to its start (see _beyond_end) moves back: no lag to share.
+    lags = {tp: max(0, end[tp] - begin.get(tp, end[tp])) for tp in end}
     total = sum(lags.values())
     if total <= max_rows:
         return end
@@ -587,4 +618,4 @@ def _rate_limit(begin, end, max_rows: int) -> dict:
         if share[tp] < lags[tp]:
             share[tp] += 1
             spare -= 1
-    return {tp: begin.get(tp, end[tp]) + share[tp] for tp in end}
+    return {tp: min(end[tp], begin.get(tp, end[tp]) + share[tp]) for tp in end}

@@ -38,6 +38,9 @@ def airflow_env(settings: Settings, airflow_home: Path | None = None) -> dict[st
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__API__PORT": str(settings.airflow_port),
+        # Task processes reach the API server here; its default assumes port 8080.
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{settings.airflow_port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{settings.airflow_port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn),
