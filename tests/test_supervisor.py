@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from chaussettes import procs
 from chaussettes import settings as settings_mod
 from chaussettes import supervisor as sv
 from chaussettes.schemas import STATUS_KEYS
@@ -230,9 +231,9 @@ def test_stop_takes_the_whole_process_group(conf, standin, cleanup):
     s = make_sup(conf, standin, "--child")
     cleanup(s)
     info = s.start()
-    wait_for(lambda: len(sv._group_members(info["pgid"])) >= 2)
+    wait_for(lambda: len(procs.group_members(info["pgid"])) >= 2)
     assert s.stop()
-    assert sv._group_members(info["pgid"]) == [] and not s.running()
+    assert procs.group_members(info["pgid"]) == [] and not s.running()
 
 
 def test_cli_check_and_bad_input(conf):

@@ -41,12 +41,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from chaussettes import atomicfile
 
 CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "HISTORY.jsonl"
@@ -156,19 +157,7 @@ class LocalBackend:
         return self.path(*parts).exists()
 
     def write_atomic(self, data: bytes, *parts: str) -> None:
-        target = self.path(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomicfile.write_bytes(self.path(*parts), data, durable=True)
 
     def append_line(self, line: str, *parts: str) -> None:
         target = self.path(*parts)

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaussettes import atomicfile
 from chaussettes.settings import ENV_PREFIX, Settings
 
 #: One client certificate (and, in compose, one SCRAM user) per component.
@@ -111,19 +112,11 @@ def _new_key():
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomicfile.write_bytes(path, data, mode=0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomicfile.write_bytes(path, data)
 
 
 def _key_pem(key) -> bytes:

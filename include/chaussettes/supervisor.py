@@ -42,13 +42,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaussettes import security
+from chaussettes import atomicfile, procs, security
 
 HEALTHY, STARTING, STALLED, DEAD = "healthy", "starting", "stalled", "dead"
 STATES = (HEALTHY, STARTING, STALLED, DEAD)
@@ -94,27 +93,6 @@ def parse_time(value: Any) -> float | None:
     return t.timestamp()
 
 
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def _proc_start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (tells a reused pid apart)."""
     try:
@@ -125,20 +103,6 @@ def _proc_start_ticks(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
 
 
 def _reap(pid: int) -> None:
@@ -365,7 +329,7 @@ class Supervisor:
 
     # ---- process state
     def pid_info(self) -> dict | None:
-        return _read_json(self.pid_path)
+        return atomicfile.read_json(self.pid_path)
 
     def lock_held(self) -> bool:
         """True when some process holds the checkpoint lock (a detector runs on it)."""
@@ -433,7 +397,7 @@ class Supervisor:
             "started_at": started, "started_at_iso": _iso(started), "argv": argv,
             "checkpoint": str(self.checkpoint), "log": str(self.log_path), "reason": reason,
         }
-        _write_json_atomic(self.pid_path, info)
+        atomicfile.write_json(self.pid_path, info)
         self._event("start", reason=reason, pid=proc.pid)
         return {**info, "started": True}
 
@@ -475,15 +439,15 @@ class Supervisor:
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 _reap(pgid)
-                if not _group_members(pgid):
+                if not procs.group_members(pgid):
                     return True
                 time.sleep(0.1)
-        return not _group_members(pgid)
+        return not procs.group_members(pgid)
 
     def _kill_leftovers(self, info: dict | None) -> None:
         # The main process is gone but children of the old group may live on (a Python driver
         # whose JVM was killed): they would still write to the checkpoint.
-        if info and info.get("pgid") and _group_members(int(info["pgid"])):
+        if info and info.get("pgid") and procs.group_members(int(info["pgid"])):
             self._stop_group(int(info["pgid"]), 5.0)
 
     # ---- health
@@ -519,7 +483,7 @@ class Supervisor:
             consumer.close()
 
     def status(self) -> dict | None:
-        return _read_json(self.status_path)
+        return atomicfile.read_json(self.status_path)
 
     def check(self) -> Health:
         """A health reading now (see the module docstring for the states)."""
@@ -539,7 +503,7 @@ class Supervisor:
 
     # ---- restart with backoff
     def state(self) -> dict:
-        return _read_json(self.state_path) or {"restarts": []}
+        return atomicfile.read_json(self.state_path) or {"restarts": []}
 
     def next_restart_in(self) -> float:
         """Seconds the backoff asks to wait before the next restart (0: now)."""
@@ -570,7 +534,7 @@ class Supervisor:
         state["restarts"] = (recent + [entry])[-50:]
         state["total_restarts"] = int(state.get("total_restarts", 0)) + 1
         state["last_restart"] = entry
-        _write_json_atomic(self.state_path, state)
+        atomicfile.write_json(self.state_path, state)
         started = self.start(reason=f"restart: {reason}")
         self._event("restart", reason=reason, old_pid=old_pid, pid=started["pid"],
                     waited_s=round(delay, 1))

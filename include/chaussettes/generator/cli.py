@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import re
 import signal
@@ -17,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from chaussettes import atomicfile
 from chaussettes import logformat as lf
 
 PROG = "generate_logs"
@@ -255,10 +255,7 @@ class Reporter:
                "lines": lines, "lines_per_s": round(self.lines_per_s(lines), 1),
                "delivery_errors": errors, **self.info, **(extra or {}), "error": error}
         try:
-            self.status_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.status_path.with_name(self.status_path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(doc) + "\n")
-            os.replace(tmp, self.status_path)
+            atomicfile.write_json(self.status_path, doc, indent=None)
         except OSError as exc:
             self.log(f"warning: cannot write status file {self.status_path}: {exc.strerror or exc}")
             self.status_path = None

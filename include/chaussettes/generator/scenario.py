@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaussettes import atomicfile
 from chaussettes import logformat as lf
 
 KINDS = ("ip_flood", "url_outage", "error_spike", "traffic_surge")
@@ -197,10 +198,6 @@ def from_doc(doc: Any, source: str = "scenario") -> list[Incident]:
 
 def write_labels(path: str | os.PathLike, incidents: list[Incident], origin_us: int, seed: int | None) -> None:
     """The ground truth, written atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     doc = {"origin": lf.iso_utc(_from_us(origin_us)), "seed": seed,
            "incidents": [inc.label() for inc in incidents]}
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, p)
+    atomicfile.write_json(path, doc)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from chaussettes import atomicfile
 from chaussettes.schemas import ALERT_COLUMNS
 
 
@@ -107,9 +108,4 @@ def status_doc(*, state: str = "running", updated_at: dt.datetime | None = None,
 
 def write_status(settings, doc: dict) -> Path:
     """Write a status document where the detector would (atomically, as it does)."""
-    path = Path(settings.detector_status_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
-    return path
+    return atomicfile.write_json(settings.detector_status_path, doc)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaussettes import procs
+from chaussettes import atomicfile, procs
 from chaussettes.settings import Settings
 from chaussettes.stack import components as all_components
 from chaussettes.stack.base import Component
@@ -54,11 +54,7 @@ def load_state(settings: Settings) -> dict[str, Running]:
 
 
 def _save_state(settings: Settings, state: dict[str, Running]) -> None:
-    path = _state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({n: r.__dict__ for n, r in state.items()}, indent=2))
-    os.replace(tmp, path)
+    atomicfile.write_json(_state_path(settings), {n: r.__dict__ for n, r in state.items()})
 
 
 def _healthy(comp: Component) -> bool:
