@@ -20,7 +20,9 @@ def test_calibrate_from_kafka_with_a_time_bound(spark, settings, new_topic, tmp_
     from confluent_kafka import Producer
 
     topic = new_topic(partitions=2)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    # whole minutes: the history lands on the same 10 s buckets in every run (deterministic
+    # windows; an unaligned shift made the small out-of-sample rate vary from run to run)
     frame = make_history(seed=5, minutes=10, rate_scale=0.3)
     # live-looking history: the last 10 minutes
     frame["event_time"] = frame["event_time"] + pd.Timedelta(now - timedelta(minutes=10) - T0)
@@ -36,7 +38,9 @@ def test_calibrate_from_kafka_with_a_time_bound(spark, settings, new_topic, tmp_
     argv = ["--source", "kafka", "--input", topic, "--bootstrap-servers", settings.bootstrap_servers,
             "--start", start.isoformat(), "--end", end.isoformat(), "--output", str(out),
             "--min-requests", "global=20,ip=5,url=5", "--min-windows", "20", "--tolerance", "0.01",
-            "--override-min-windows", "10"]
+            "--override-min-windows", "10",
+            # ~90 out-of-sample evaluations: one alert is 1.1%; this test is about reading Kafka
+            "--oos-tolerance", "0.05"]
     # in process on the shared session (the files test runs spark-submit itself)
     assert job.main(argv, spark=spark) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out

@@ -116,3 +116,20 @@ def test_status_breakdown(spark):
     out = {r.status: (r.error_count, r.unique_ips, sorted(r.urls))
            for r in windows.status_breakdown(df, 10, 10, 400).collect()}
     assert out == {500: (2, 2, ["/a", "/b"]), 404: (1, 1, ["/a"])}
+
+
+def test_batch_fast_path_any_subset_of_kinds_and_times_before_1970(spark):
+    # the fast path counts every kind in one grouping-sets aggregation: check each subset
+    rng = random.Random(11)
+    rows = [(rng.uniform(0, 200), rng.choice([f"10.0.0.{rng.randint(1, 4)}", None]),
+             rng.choice(["/a", "/b", None]), rng.choice([200, 404, 500, None])) for _ in range(300)]
+    df = events_df(spark, rows)
+    for kinds in (("url",), ("global",), ("ip", "url"), ("global", "url"), ("url", "global", "ip")):
+        assert as_dicts(windows.windowed_rates_batch(df, 60, 10, 400, kinds=kinds)) == \
+            as_dicts(windows.windowed_rates_all(df, 60, 10, 400, kinds=kinds)), kinds
+    # buckets are floored, also for negative Unix times
+    old = spark.createDataFrame(
+        [(datetime(1969, 12, 31, 23, 59, 55, 500000, tzinfo=UTC), "1.1.1.1", "GET", "/x", None, "HTTP/1.1",
+          500, 1, None, None)], schema=schemas.spark_schema(schemas.EVENT_FIELDS))
+    assert as_dicts(windows.windowed_rates_batch(old, 20, 10, 400)) == \
+        as_dicts(windows.windowed_rates_all(old, 20, 10, 400))
