@@ -3,7 +3,8 @@
 - throughput: N events preloaded in a topic (Combined lines from the generator), the
   detector run with ``availableNow`` and a bounded batch size (``maxOffsetsPerTrigger``)
   on the shared local[2] session, archive on; events/s and its ratio to the raw consume
-  rate measured in the same run. ``BENCH_DETECTOR_EVENTS`` sets N (default 1,000,000:
+  rate measured in the same run (``BENCH_DETECTOR_BATCH``, default 500,000 = the
+  detector's default). ``BENCH_DETECTOR_EVENTS`` sets N (default 1,000,000:
   5 M takes several minutes on 2 shared cores).
 - latency: live traffic from the generator at ``BENCH_DETECTOR_RATE`` lines/s (default
   20,000) with injected incidents (IP flood, URL outage, global spike), detector on the
@@ -11,6 +12,10 @@
   alerts topic; p50 / p95 / max.
 - detection quality on the same run: incidents alerted / incidents, and alerts whose
   window overlaps no incident per 1,000 judged window evaluations.
+
+Each part's note gives the mean per-batch step times (prepare, parse, rates, judge,
+alerts, files, save, status) from the detector's batch history; the batch log lines go
+to stderr. ``BENCH_DETECTOR_PARTS`` (e.g. ``throughput``) runs only some parts.
 """
 
 from __future__ import annotations
@@ -32,12 +37,40 @@ def _iso(text: str) -> float:
     return dt.datetime.fromisoformat(text).timestamp()
 
 
+def _steps_note(processor) -> str:
+    """Mean seconds per batch of each step, over the batches that had rows."""
+    hist = [h for h in getattr(processor, "history", []) if h["rows"]]
+    if not hist:
+        return "no batch"
+    names: list[str] = []
+    for h in hist:
+        names += [k for k in h["steps"] if k not in names]
+    mean = {k: sum(h["steps"].get(k, 0.0) for h in hist) / len(hist) for k in names}
+    dur = sum(h["duration_s"] for h in hist) / len(hist)
+    rows = sum(h["rows"] for h in hist) / len(hist)
+    return (f"per batch (mean of {len(hist)}, {rows:,.0f} rows): {dur:.2f}s = "
+            + " ".join(f"{k} {v:.2f}" for k, v in mean.items()))
+
+
+def _log_batches() -> None:
+    import logging
+
+    logger = logging.getLogger("chaussettes.detector")
+    if not any(getattr(h, "_bench", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        handler._bench = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _run_detector(spark, settings, cfg):
     from chaussettes.detector.pipeline import build_query
     from chaussettes.detector.status import StatusWriter
 
     status = StatusWriter(settings.detector_status_path, "kafka", settings=settings, topic=cfg.topic)
     status.starting()
+    _log_batches()
     query, processor = build_query(spark, settings, cfg, status)
     return query, processor
 
@@ -46,7 +79,7 @@ def throughput(ctx) -> list[dict]:
     from chaussettes.detector.pipeline import DetectorConfig
 
     n = int(os.environ.get("BENCH_DETECTOR_EVENTS", "1000000"))
-    batch = int(os.environ.get("BENCH_DETECTOR_BATCH", "250000"))
+    batch = int(os.environ.get("BENCH_DETECTOR_BATCH", "500000"))
     topic, alerts = ctx.new_topic(4), ctx.new_topic(1)
     settings = ctx.settings.replace(home=ctx.tmp / "detector-throughput")
     gen = subprocess.run(GEN + ["--bootstrap-servers", settings.bootstrap_servers, "--topic", topic,
@@ -69,7 +102,7 @@ def throughput(ctx) -> list[dict]:
     raw = ctx.raw.get("consume_msgs_per_s")
     note = (f"{rows:,} events preloaded (Combined, 4 partitions), maxOffsetsPerTrigger={batch:,}, "
             f"{status['batch_id'] + 1} batches in {elapsed:.1f}s incl. query start; archive (Parquet + error JSON) on; "
-            f"{status['alerts_published_total']} alerts")
+            f"{status['alerts_published_total']} alerts; {_steps_note(processor)}")
     out = [{"name": "detector throughput", "value": round(rate), "unit": "events/s", "goal": ">= 150000",
             "note": note}]
     if raw:
@@ -151,7 +184,7 @@ def latency(ctx) -> list[dict]:
         return lat[min(len(lat) - 1, round(p * (len(lat) - 1)))]
 
     note = (f"{rate:,} lines/s for {duration}s, {len(labels)} incidents, trigger 10s; "
-            f"latencies {', '.join(f'{x:.1f}' for x in latencies)} s")
+            f"latencies {', '.join(f'{x:.1f}' for x in latencies)} s; {_steps_note(processor)}")
     return [
         {"name": "detector alert latency p95", "value": round(pct(0.95), 2), "unit": "s", "goal": "<= 20",
          "note": note},
@@ -167,7 +200,8 @@ def latency(ctx) -> list[dict]:
 
 def run(ctx) -> list[dict]:
     results = []
-    for part in (throughput, latency):
+    wanted = os.environ.get("BENCH_DETECTOR_PARTS", "throughput,latency").replace(",", " ").split()
+    for part in (p for p in (throughput, latency) if p.__name__ in wanted):
         try:
             results += part(ctx)
         except Exception as exc:  # noqa: BLE001 - one failing part must not hide the other

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -99,3 +100,26 @@ def test_generated_lines_of_every_format(spark):
     rows = spark_rows(spark, lines)
     for i, line in enumerate(lines):
         assert spark_view(rows[i]) == python_view(line), line
+
+
+def test_fast_parts_and_full_rules_give_parse_column(spark):
+    """The detector's split parse (fast path cached first, full rules on the rest only)
+    gives the same rows as ``parse_column``; ``raw`` is kept for the refused lines."""
+    from pyspark.sql import functions as F
+
+    lines = corpus_lines() + [logformat.format_combined(logformat.Event(
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "10.0.0.1", "GET", "/a", "x=1", "HTTP/1.1", 503, 12, None, "ua"))]
+    df = spark.createDataFrame([(i, x) for i, x in enumerate(lines)], "n long, value string")
+    fast, good, keep = sparkparse.fast_parts(df, "value")
+    fast = fast.cache()
+    try:
+        assert fast.where(F.col("__fast_ok")).count() >= 1
+        split = {r["n"]: r for r in good.unionByName(sparkparse.full_rules_of(fast, keep)).collect()}
+    finally:
+        fast.unpersist()
+    whole = {r["n"]: r for r in sparkparse.parse_column(df, "value").collect()}
+    assert sorted(split) == sorted(whole) == list(range(len(lines)))
+    for n, row in whole.items():
+        assert spark_view(split[n]) == spark_view(row), lines[n]
+        if row["reason"] is not None:
+            assert split[n]["raw"] == row["raw"]

@@ -474,6 +474,34 @@ def parse_batch(df, value_col: str = "value"):
     return parsed, fast
 
 
+def fast_parts(df, value_col: str = "value"):
+    """The pieces of ``parse_batch`` for a caller that inspects the fast path first:
+    ``(fast, good, keep)`` — ``fast`` (NOT cached: the caller persists it) has every input
+    row with ``__fast_ok``; ``good`` is its fast-parsed rows in ``parse_column``'s layout;
+    ``keep`` the input columns carried along. ``full_rules_of(fast, keep)`` parses the
+    other rows (``parse_column``'s layout too); ``good ∪ full_rules_of`` = ``parse_column``
+    except that ``raw`` is null on the rows of ``good`` (only refused lines need it)."""
+    F = _F()
+    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason")]
+    fast = _fast(_prepare(df, value_col), keep)
+    # the line's text is only needed by the rows the fast path refused (full rules,
+    # quarantine): nulled for the others, the cached batch is much smaller
+    ok = F.col("__fast_ok")
+    fast = fast.select(*[F.when(~ok, F.col(c)).alias(c) if c in ("raw", "__line") else F.col(c)
+                         for c in fast.columns])
+    typed = [F.col(c) for c in keep] + [
+        F.col(n).cast(t).alias(n) for n, t in schemas.EVENT_FIELDS] + [
+        F.lit(None).cast("string").alias("reason"), F.col("raw")]
+    return fast, fast.where(ok).select(*typed), keep
+
+
+def full_rules_of(fast, keep):
+    """The full rules applied to the rows of ``fast_parts``' ``fast`` the fast path refused."""
+    F = _F()
+    return _full(fast.where(~F.col("__fast_ok")).select(*[F.col(c) for c in keep], "raw", "__line", "__utf8",
+                                                         "__long"), keep)
+
+
 def events_of(parsed_df):
     """The good rows of ``parse_column``'s output, as ``schemas.EVENT_FIELDS``."""
     F = _F()

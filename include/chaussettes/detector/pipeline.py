@@ -6,18 +6,22 @@ One Structured Streaming query reads the lines once and hands each micro-batch t
 1. reloads the thresholds if a new version is in force (``thresholds.ThresholdsWatcher``
    over ``artifacts.current_thresholds_path``; a bad file is rejected, the last good
    version stays, the reason goes to the log and the status);
-2. parses natively (``sparkparse``, on the cached batch) and writes the refused
-   lines to the quarantine, the events to the Parquet archive and the error events to
-   JSON (``archive.write_partitioned``: restart-safe);
+2. parses natively (``sparkparse``): the fast path's result is cached and one
+   aggregation over it gives the batch summary; the full rules are planned (and cached)
+   only for the lines the fast path refused, when there are any;
 3. counts the batch's events per (kind, key, window) with ``windows.windowed_rates_batch``
    — the same statistic as the calibration — and adds them to the window state
    (``state.DetectorState``, checkpointed per batch) so every touched window has its full
    count so far;
-4. judges each touched window with ``judge.judge_one`` (same rule as ``judge.judge``):
-   a breach is alerted as soon as it is visible, while its window is still open, and only
-   once per (kind, key, window) — alert ids already published are in the state;
-5. publishes the new alerts exactly once (``publish``), saves the state, writes the
-   status file and, with ``--console``, prints the per-window table.
+4. judges the touched windows with the rule of ``judge.judge_one`` / ``judge.judge``
+   (vectorised over the collected totals): a breach is alerted as soon as it is visible,
+   while its window is still open, and only once per (kind, key, window) — alert ids
+   already published are in the state;
+5. publishes the new alerts exactly once (``publish``) — before the file outputs, so
+   they are not delayed by them — then writes the refused lines to the quarantine, the
+   events to the Parquet archive and the error events to JSON
+   (``archive.write_partitioned``: restart-safe), saves the state, writes the status
+   file and, with ``--console``, prints the per-window table.
 
 Event time: windows end when the watermark (max event time seen - ``watermark_s``) passes
 them; events for windows already ended are dropped (counted as late).
@@ -34,13 +38,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaussettes import artifacts, judge, sparkparse, windows
+from chaussettes import artifacts, sparkparse, windows
 from chaussettes import thresholds as thresholds_mod
 from chaussettes.detector import alerts as alerts_mod
 from chaussettes.detector.archive import write_partitioned
 from chaussettes.detector.publish import AlertPublisher, published_ids
 from chaussettes.detector.state import DetectorState, StateStore
 from chaussettes.detector.status import StatusWriter
+from chaussettes.thresholds import KINDS
 
 log = logging.getLogger("chaussettes.detector")
 
@@ -104,6 +109,7 @@ class BatchProcessor:
         self._recovered = False
         self._last_end = time.time()
         self.console_sets: dict[tuple, set] = {}
+        self.history: list[dict] = []  # per batch: rows, duration, step times (benchmarks read it)
 
     # ------------------------------------------------------------------ per batch
     def __call__(self, df, batch_id: int) -> None:
@@ -124,14 +130,13 @@ class BatchProcessor:
             state.windows = state.windows.iloc[0:0]
         state.window_spec = (length, slide)
 
-        # The source is read once (cached); the parser's two branches (fast path, full
-        # rules) and every output below read the cached, parsed batch.
-        # parse_batch caches the fast path's result (the source is read once); the parsed
-        # view is cached too only when some lines needed the full rules (their long plan
-        # is then evaluated once, not by every output below)
-        parsed_view, fast = sparkparse.parse_batch(df, "value")
-        needs_full = bool(getattr(parsed_view, "_chaussettes_full", False))
-        parsed = parsed_view.persist(StorageLevel.MEMORY_AND_DISK) if needs_full else parsed_view
+        # The source is read once: the fast path's result is cached, and one aggregation
+        # over it gives the batch summary (rows, offsets, max event time) and tells whether
+        # any line needs the full rules. Only then is the (long) full-rules plan built, on
+        # those lines only, and cached too. Every output below reads the caches.
+        fast, good, keep = sparkparse.fast_parts(df, "value")
+        fast = fast.persist(StorageLevel.MEMORY_AND_DISK)
+        rest = None
         steps: dict[str, float] = {"prepare": round(time.time() - t0, 2)}
         mark = time.time()
 
@@ -142,9 +147,13 @@ class BatchProcessor:
             mark = now_
 
         try:
-            summary = self._summary(parsed)
-            if needs_full:
-                fast.unpersist()
+            summary = self._summary(fast)
+            if any(r["rest"] for r in summary):
+                rest = sparkparse.full_rules_of(fast, keep).persist(StorageLevel.MEMORY_AND_DISK)
+                self._add_rest_summary(summary, rest)
+                parsed = good.unionByName(rest)
+            else:
+                parsed = good
             step("parse")
             n_rows = sum(r["rows"] for r in summary)
             n_bad = sum(r["bad"] for r in summary)
@@ -153,18 +162,9 @@ class BatchProcessor:
             for r in summary:
                 if r["topic"] is not None and r["partition"] is not None and r["max_offset"] is not None:
                     state.end_offsets.setdefault(r["topic"], {})[str(r["partition"])] = int(r["max_offset"]) + 1
-
-            now = dt.datetime.now(dt.UTC)
-            if n_bad:
-                write_partitioned(sparkparse.quarantine_of(parsed, F.lit(now.replace(tzinfo=None))),
-                                  self.settings.quarantine_dir, "json", batch_id, "quarantined_at")
             events = sparkparse.events_of(parsed)
-            if n_good and self.cfg.archive:
-                write_partitioned(events, self.settings.archive_dir, "parquet", batch_id, "event_time")
-                write_partitioned(events.where(F.col("status") >= F.lit(esm)),
-                                  self.settings.data_dir / "errors", "json", batch_id, "event_time")
-            step("files")
 
+            # alerts first (they are what users wait for), the file outputs after
             touched = self._merge_rates(events, state, length, slide, esm) if n_good else None
             step("rates")
             new_alerts = self._judge(touched, state, th, batch_id) if touched is not None else []
@@ -175,6 +175,16 @@ class BatchProcessor:
                 for a in new_alerts:
                     state.published[a["alert_id"]] = int(_epoch(a["window_end"]))
             step("alerts")
+
+            now = dt.datetime.now(dt.UTC)
+            if n_bad:
+                write_partitioned(sparkparse.quarantine_of(parsed, F.lit(now.replace(tzinfo=None))),
+                                  self.settings.quarantine_dir, "json", batch_id, "quarantined_at")
+            if n_good and self.cfg.archive:
+                write_partitioned(events, self.settings.archive_dir, "parquet", batch_id, "event_time")
+                write_partitioned(events.where(F.col("status") >= F.lit(esm)),
+                                  self.settings.data_dir / "errors", "json", batch_id, "event_time")
+            step("files")
             if self.cfg.console and n_good:
                 self._console(events, state, length, slide, esm, batch_id)
 
@@ -189,8 +199,8 @@ class BatchProcessor:
             self.store.save(state)
             step("save")
         finally:
-            if needs_full:
-                parsed.unpersist()
+            if rest is not None:
+                rest.unpersist()
             fast.unpersist()
         t1 = time.time()
         since_last = max(t1 - self._last_end, 1e-6)
@@ -201,6 +211,10 @@ class BatchProcessor:
             state=state, thresholds=th, watcher=self.watcher, alerts_last_batch=len(new_alerts),
             duration_s=t1 - t0,
         )
+        steps["status"] = round(time.time() - t1, 2)
+        self.history.append({"batch_id": batch_id, "rows": n_rows, "duration_s": round(time.time() - t0, 3),
+                             "steps": steps})
+        del self.history[:-1000]
         log.info("batch %d: %d rows (%d quarantined), %d alerts, %.2fs (%s), thresholds v%s",
                  batch_id, n_rows, n_bad, len(new_alerts), t1 - t0,
                  " ".join(f"{k} {v}s" for k, v in steps.items()), th.version)
@@ -214,25 +228,49 @@ class BatchProcessor:
         self.status.close()
 
     # ------------------------------------------------------------------ steps
-    def _summary(self, parsed) -> list[dict]:
+    def _summary(self, fast) -> list[dict]:
+        """Per source partition: rows, rows the fast path refused (``rest``), max offset
+        and the max event time of the fast-parsed rows (one job; it fills the cache)."""
         from pyspark.sql import functions as F
 
-        cols = set(parsed.columns)
+        cols = set(fast.columns)
         topic = F.col("topic") if "topic" in cols else F.lit(None).cast("string")
         part = F.col("partition") if "partition" in cols else F.lit(None).cast("int")
         offset = F.col("offset") if "offset" in cols else F.lit(None).cast("long")
-        rows = parsed.groupBy(topic.alias("topic"), part.alias("partition")).agg(
+        ok = F.col("__fast_ok")
+        rows = fast.groupBy(topic.alias("topic"), part.alias("partition")).agg(
             F.count(F.lit(1)).alias("rows"),
-            F.sum(F.col("reason").isNotNull().cast("long")).alias("bad"),
-            F.max(F.when(F.col("reason").isNull(), F.unix_micros(F.col("event_time")))).alias("max_us"),
+            F.sum((~ok).cast("long")).alias("rest"),
+            F.max(F.when(ok, F.unix_micros(F.col("event_time")))).alias("max_us"),
             F.max(offset).alias("max_offset"),
         ).collect()
         out = []
         for r in rows:
             d = r.asDict()
+            d["rest"] = int(d["rest"] or 0)
+            d["bad"] = 0
             d["max_ts"] = d.pop("max_us") / 1e6 if d["max_us"] is not None else None
             out.append(d)
         return out
+
+    @staticmethod
+    def _add_rest_summary(summary: list[dict], rest) -> None:
+        """Quarantined rows and max event time of the full-rules rows, into ``summary``."""
+        from pyspark.sql import functions as F
+
+        cols = set(rest.columns)
+        topic = F.col("topic") if "topic" in cols else F.lit(None).cast("string")
+        part = F.col("partition") if "partition" in cols else F.lit(None).cast("int")
+        by_key = {(r["topic"], r["partition"]): r for r in summary}
+        for r in rest.groupBy(topic.alias("topic"), part.alias("partition")).agg(
+                F.sum(F.col("reason").isNotNull().cast("long")).alias("bad"),
+                F.max(F.when(F.col("reason").isNull(), F.unix_micros(F.col("event_time")))).alias("max_us"),
+        ).collect():
+            d = by_key[(r["topic"], r["partition"])]
+            d["bad"] = int(r["bad"] or 0)
+            if r["max_us"] is not None:
+                ts = r["max_us"] / 1e6
+                d["max_ts"] = ts if d["max_ts"] is None else max(d["max_ts"], ts)
 
     def _merge_rates(self, events, state: DetectorState, length: int, slide: int, esm: int):
         from pyspark.sql import functions as F
@@ -253,25 +291,47 @@ class BatchProcessor:
         return state.merge(pdf)
 
     def _judge(self, touched, state: DetectorState, th, batch_id: int) -> list[dict]:
+        """``judge.judge_one``'s rule on every touched window at once (numpy, same IEEE
+        double operations: errors / requests, then ``>`` the threshold)."""
+        import numpy as np
+
         out = []
         detected_at = dt.datetime.now(dt.UTC)
-        for row in touched.itertuples(index=False):
-            j = judge.judge_one(row.kind, row.key, int(row.requests), int(row.errors), th)
-            state.evaluations_total += int(j.judged)
-            if row.kind == "global":
-                state.recent_global[int(row.window_start)] = {
-                    "window_start": alerts_mod.iso(row.window_start), "window_end": alerts_mod.iso(row.window_end),
-                    "requests": int(row.requests), "errors": int(row.errors),
-                    "error_rate": j.error_rate, "threshold": j.threshold,
-                }
-            if not j.breach:
-                continue
-            aid = alerts_mod.alert_id(row.kind, row.key, row.window_start, row.window_end)
+        kinds = touched["kind"].astype(object)
+        keys = touched["key"].astype(object)
+        requests = touched["requests"].to_numpy(dtype=np.int64)
+        errors = touched["errors"].to_numpy(dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(requests > 0, errors.astype(np.float64) / np.maximum(requests, 1).astype(np.float64),
+                            0.0)
+        threshold = kinds.map({k: th.default(k) for k in KINDS}).to_numpy(dtype=np.float64, copy=True)
+        for k in ("ip", "url"):
+            overrides = th.overrides(k)
+            if overrides:
+                mask = (kinds == k).to_numpy()
+                ov = keys[mask].map(overrides)
+                threshold[mask] = np.where(ov.notna().to_numpy(), ov.to_numpy(dtype=np.float64, na_value=0.0),
+                                           threshold[mask])
+        min_req = kinds.map({k: int(n) for k, n in th.min_requests.items()}).to_numpy(dtype=np.int64)
+        judged = requests >= min_req
+        breach = judged & (rate > threshold)
+        state.evaluations_total += int(judged.sum())
+        starts = touched["window_start"].to_numpy(dtype=np.int64)
+        ends = touched["window_end"].to_numpy(dtype=np.int64)
+        for i in np.flatnonzero((kinds == "global").to_numpy()):
+            state.recent_global[int(starts[i])] = {
+                "window_start": alerts_mod.iso(int(starts[i])), "window_end": alerts_mod.iso(int(ends[i])),
+                "requests": int(requests[i]), "errors": int(errors[i]),
+                "error_rate": float(rate[i]), "threshold": float(threshold[i]),
+            }
+        for i in np.flatnonzero(breach):
+            kind, key, ws, we = kinds.iat[i], keys.iat[i], int(starts[i]), int(ends[i])
+            aid = alerts_mod.alert_id(kind, key, ws, we)
             if aid in state.published:
                 continue
             out.append(alerts_mod.build_alert(
-                kind=row.kind, key=row.key, window_start=row.window_start, window_end=row.window_end,
-                requests=row.requests, errors=row.errors, threshold=j.threshold,
+                kind=kind, key=key, window_start=ws, window_end=we,
+                requests=int(requests[i]), errors=int(errors[i]), threshold=float(threshold[i]),
                 thresholds_version=th.version, detected_at=detected_at,
             ))
         out.sort(key=lambda a: (a["window_start"], a["kind"], a["key"]))
