@@ -50,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="bound on the records of one micro-batch (default %(default)s; 0 = none)")
     p.add_argument("--max-files-per-trigger", type=int, help="files source: files per micro-batch")
     p.add_argument("--starting-offsets", default="earliest", help="earliest | latest (first start only)")
+    p.add_argument("--fail-on-data-loss", default="true", choices=("true", "false"),
+                   help="when checkpointed offsets are gone or beyond an emptied topic's end: fail "
+                        "(true, default) or continue from the data that is there (false)")
     p.add_argument("--master", help="Spark master when not run by spark-submit (e.g. local[2])")
     p.add_argument("--home", type=Path, help="CHAUSSETTES_HOME for this run")
     p.add_argument("--no-archive", action="store_true", help="do not write the Parquet / error archive")
@@ -112,6 +115,7 @@ def main(argv=None) -> int:
         thresholds=args.thresholds, input=args.input, socket=args.socket, topic=args.topic,
         alerts_topic=args.alerts_topic, max_offsets_per_trigger=args.max_offsets_per_trigger or None,
         max_files_per_trigger=args.max_files_per_trigger, starting_offsets=args.starting_offsets,
+        fail_on_data_loss=args.fail_on_data_loss == "true",
         console=args.console, archive=not args.no_archive, master=args.master,
     )
     return run(settings, cfg)

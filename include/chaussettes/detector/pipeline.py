@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import signal
 import sys
 import threading
@@ -73,6 +74,9 @@ class DetectorConfig:
     max_offsets_per_trigger: int | None = 500_000
     max_files_per_trigger: int | None = None
     starting_offsets: str = "earliest"
+    # Offsets checkpointed beyond a topic's end (the topic was emptied): fail (True) or go on
+    # from the start of the new data (False); see chaussettes.spark_kafka's reader.
+    fail_on_data_loss: bool = True
     console: bool = False
     archive: bool = True
     master: str | None = None  # None: spark-submit's --master
@@ -420,6 +424,7 @@ def read_source(spark, settings, cfg: DetectorConfig):
             reader = reader.option(k, v)
         reader = reader.option("subscribe", cfg.topic or settings.topic_logs) \
             .option("startingOffsets", cfg.starting_offsets) \
+            .option("failOnDataLoss", str(cfg.fail_on_data_loss).lower()) \
             .option("kafka.timeout.ms", str(int(settings.kafka_timeout_s * 1000)))
         if cfg.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(int(cfg.max_offsets_per_trigger)))
@@ -452,6 +457,17 @@ def build_query(spark, settings, cfg: DetectorConfig, status: StatusWriter):
     return writer.start(), processor
 
 
+def failure_message(exc: BaseException) -> str:
+    """One line for the status and the log: the Python error at the root of a Spark
+    failure (a data source's own message) rather than the head of Spark's wrapper text."""
+    text = str(exc)
+    causes = re.findall(r"(?m)^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$", text)
+    if causes:
+        name, message = causes[-1]
+        return f"{name}: {message.strip()}"[:500]
+    return " ".join(text.split())[:500]
+
+
 def run(settings, cfg: DetectorConfig) -> int:
     """Run the detector until the query ends (available-now) or a signal stops it."""
     from chaussettes.sparkconf import build_session
@@ -482,7 +498,7 @@ def run(settings, cfg: DetectorConfig) -> int:
         if stop_requested.is_set():
             status.finished("stopped")
             return 0
-        message = " ".join(str(exc).split())[:500]
+        message = failure_message(exc)
         status.finished("failed", error=message)
         print(f"error: detector failed: {message}", file=sys.stderr)
         return 1
