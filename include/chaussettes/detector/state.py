@@ -12,14 +12,14 @@ seconds, requests, errors); windows that ended before the watermark are dropped.
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from chaussettes import atomicfile
 
 WINDOW_COLUMNS = ["kind", "key", "window_start", "window_end", "requests", "errors"]
 STATE_FILE = re.compile(r"^state-(\d{12})\.pkl$")
@@ -114,17 +114,8 @@ class StateStore:
 
     def save(self, state: DetectorState) -> None:
         target = self.folder / f"state-{state.batch_id:012d}.pkl"
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomicfile.write_bytes(target, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
+                               mode=0o600, durable=True)
         for bid in self._ids():
             # keep a few; never anything newer (a re-run may be overwriting an older id)
             if bid < state.batch_id - KEEP_FILES:

@@ -12,32 +12,15 @@ import datetime as dt
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
-from chaussettes import schemas
+from chaussettes import atomicfile, schemas
 
 log = logging.getLogger(__name__)
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def write_json_atomic(path: Path, doc: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 class StatusWriter:
@@ -58,7 +41,7 @@ class StatusWriter:
     def _write(self) -> None:
         self.doc["updated_at"] = _now()
         try:
-            write_json_atomic(self.path, self.doc)
+            atomicfile.write_json(self.path, self.doc, indent=1, mode=0o600)
         except OSError as exc:  # the status must never stop the stream
             log.warning("cannot write status %s: %s", self.path, exc)
 
