@@ -11,11 +11,14 @@ silently skips a record.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import itertools
 import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from pyspark.sql.datasource import DataSourceReader, DataSourceStreamReader, InputPartition
@@ -114,7 +117,10 @@ class OffsetClient:
         from confluent_kafka import Consumer
 
         self.cfg = cfg
-        self.consumer = Consumer(cfg.consumer_conf(cfg.group_id))
+        # Its fetches only probe partition ends (readable_ends): a short broker-side wait
+        # lets the end-of-partition event come back at once instead of after 500 ms, and
+        # keeps the connection free for the metadata and offset requests queued behind it.
+        self.consumer = Consumer({**cfg.consumer_conf(cfg.group_id), "fetch.wait.max.ms": 5})
         self._checked = False
 
     def close(self) -> None:
@@ -187,7 +193,7 @@ class OffsetClient:
         try:
             deadline = time.monotonic() + min(self.cfg.timeout_s, 2.0)
             while pending and time.monotonic() < deadline:
-                for m in self.consumer.consume(10_000, timeout=0.05):
+                for m in self.consumer.consume(10_000, timeout=0.01):
                     tp = (m.topic(), m.partition())
                     err = m.error()
                     if err is None:
@@ -321,6 +327,24 @@ def arrow_schema(include_headers: bool):
     return pa.schema(fields)
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector around the read loop.
+
+    A consume() of 20,000 messages allocates that many tracked objects at once, which sets
+    off collections that walk the whole heap of the worker: measured here, they made
+    consume() 2.4x and the Arrow conversion 6x slower (3.5 -> 1.0 us per message). The loop
+    makes no reference cycles (reference counting frees everything), so nothing piles up.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def read_range(cfg: ReadConfig, topic: str, partition: int, start: int, end: int, *,
                with_columns: bool = True, ts_range: tuple[int | None, int | None] = (None, None)):
     """Yield the records of [start, end) of one partition, as Arrow batches (or (offset, ts) lists).
@@ -334,53 +358,54 @@ def read_range(cfg: ReadConfig, topic: str, partition: int, start: int, end: int
         return
     consumer = Consumer(cfg.consumer_conf())
     try:
-        consumer.assign([TopicPartition(topic, partition, start)])
-        position = start
-        last_progress = time.monotonic()
-        schema = arrow_schema(cfg.include_headers) if with_columns else None
-        while position < end:
-            msgs = consumer.consume(num_messages=ROWS_PER_ARROW_BATCH, timeout=0.2)
-            good = [m for m in msgs if m.error() is None]
-            for m in (msgs if len(good) != len(msgs) else ()):
-                err = m.error()
-                if err is None:
-                    continue
-                code = err.code()
-                if code == _PARTITION_EOF:
-                    if m.offset() >= end:
-                        position = end
-                elif code in (KafkaError.OFFSET_OUT_OF_RANGE, _AUTO_OFFSET_RESET):
-                    low = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                         timeout=cfg.timeout_s)[0]
-                    _data_loss(cfg, f"{topic}-{partition}: offsets {position}..{low - 1} were "
-                                    "deleted before they were read")
-                    if low >= end:
-                        return
-                    position = max(position, low)
-                    consumer.assign([TopicPartition(topic, partition, position)])
-                    last_progress = time.monotonic()
-                    break
-                elif err.fatal() or code in _PERMANENT:
-                    raise KafkaSourceError(f"reading {topic}-{partition} from {cfg.servers}: {err.str()}")
-                else:  # transient (a dropped connection...): librdkafka retries; the
-                    log.info("reading %s-%s: %s", topic, partition, err.str())  # timeout bounds it
-            if good:
-                if good[-1].offset() >= end:
-                    good = [m for m in good if m.offset() < end]
+        with _gc_paused():
+            consumer.assign([TopicPartition(topic, partition, start)])
+            position = start
+            last_progress = time.monotonic()
+            schema = arrow_schema(cfg.include_headers) if with_columns else None
+            while position < end:
+                msgs = consumer.consume(num_messages=ROWS_PER_ARROW_BATCH, timeout=0.2)
+                good = [m for m in msgs if m.error() is None]
+                for m in (msgs if len(good) != len(msgs) else ()):
+                    err = m.error()
+                    if err is None:
+                        continue
+                    code = err.code()
+                    if code == _PARTITION_EOF:
+                        if m.offset() >= end:
+                            position = end
+                    elif code in (KafkaError.OFFSET_OUT_OF_RANGE, _AUTO_OFFSET_RESET):
+                        low = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                             timeout=cfg.timeout_s)[0]
+                        _data_loss(cfg, f"{topic}-{partition}: offsets {position}..{low - 1} were "
+                                        "deleted before they were read")
+                        if low >= end:
+                            return
+                        position = max(position, low)
+                        consumer.assign([TopicPartition(topic, partition, position)])
+                        last_progress = time.monotonic()
+                        break
+                    elif err.fatal() or code in _PERMANENT:
+                        raise KafkaSourceError(f"reading {topic}-{partition} from {cfg.servers}: {err.str()}")
+                    else:  # transient (a dropped connection...): librdkafka retries; the
+                        log.info("reading %s-%s: %s", topic, partition, err.str())  # timeout bounds it
                 if good:
-                    position = good[-1].offset() + 1
+                    if good[-1].offset() >= end:
+                        good = [m for m in good if m.offset() < end]
+                    if good:
+                        position = good[-1].offset() + 1
+                        last_progress = time.monotonic()
+                        yield (_to_arrow(good, topic, partition, schema, ts_range) if with_columns
+                               else [(m.offset(), m.timestamp()[1]) for m in good])
+                    else:
+                        position = end
+                elif msgs:
                     last_progress = time.monotonic()
-                    yield (_to_arrow(good, topic, partition, schema, ts_range) if with_columns
-                           else [(m.offset(), m.timestamp()[1]) for m in good])
-                else:
-                    position = end
-            elif msgs:
-                last_progress = time.monotonic()
-            if position < end and time.monotonic() - last_progress > cfg.poll_timeout_s:
-                raise KafkaSourceError(
-                    f"{topic}-{partition}: no record between offsets {position} and {end} "
-                    f"arrived from {cfg.servers} within {cfg.poll_timeout_s:g}s "
-                    "(kafkaConsumer.pollTimeoutMs)")
+                if position < end and time.monotonic() - last_progress > cfg.poll_timeout_s:
+                    raise KafkaSourceError(
+                        f"{topic}-{partition}: no record between offsets {position} and {end} "
+                        f"arrived from {cfg.servers} within {cfg.poll_timeout_s:g}s "
+                        "(kafkaConsumer.pollTimeoutMs)")
     finally:
         consumer.close()
 
@@ -397,12 +422,12 @@ def _to_arrow(msgs, topic, partition, schema, ts_range):
     import pyarrow as pa
 
     n = len(msgs)
-    kinds, stamps = zip(*[m.timestamp() for m in msgs])
+    # (type, ms) pairs flattened straight into one array: no intermediate tuples of columns
+    pairs = np.fromiter(itertools.chain.from_iterable(m.timestamp() for m in msgs), np.int64, 2 * n)
+    kind, ms = pairs[0::2].astype(np.int32), pairs[1::2]
     first, last = msgs[0].offset(), msgs[-1].offset()
     offsets = (np.arange(first, last + 1, dtype=np.int64) if last - first + 1 == n
                else np.fromiter((m.offset() for m in msgs), np.int64, n))
-    ms = np.fromiter(stamps, np.int64, n)
-    kind = np.fromiter(kinds, np.int32, n)
     missing = kind == 0  # confluent's TIMESTAMP_NOT_AVAILABLE
     ts = pa.array(ms * 1000, pa.int64(), mask=missing if missing.any() else None).cast(
         pa.timestamp("us", tz="UTC"))
