@@ -31,7 +31,7 @@ def _run(ctx, *args: str, stdout=subprocess.DEVNULL) -> tuple[int, float]:
     env = {**os.environ, **ctx.settings.as_env()}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, JOB, *args, "--progress-interval", "0"], stdout=stdout,
-                          stderr=subprocess.PIPE, text=True, env=env, timeout=600)
+                          stderr=subprocess.PIPE, text=True, env=env, timeout=600, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     LAST_CPU_S = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     m = _SUMMARY.search(proc.stderr)

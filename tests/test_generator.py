@@ -30,7 +30,7 @@ START = "2025-05-30T00:00:00Z"
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120, module: bool = False):
     argv = [sys.executable, "-m", "chaussettes.generator"] if module else [sys.executable, JOB]
     full_env = {**os.environ, "CHAUSSETTES_KAFKA_TIMEOUT_S": "5", **(env or {})}
-    return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout, env=full_env, check=False)
 
 
 def read_lines(path: Path) -> list[str]:
@@ -467,12 +467,12 @@ def test_stack_component_switched_off(settings):
 def test_healthcheck_module(tmp_path):
     status = tmp_path / "st.json"
     cmd = [sys.executable, "-m", "chaussettes.generator.health", "--status-file", str(status)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert r.returncode == 1 and "no heartbeat" in r.stderr
     status.write_text(json.dumps({"state": "running"}))
-    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+    assert subprocess.run(cmd, capture_output=True, text=True, check=False).returncode == 0
     status.write_text(json.dumps({"state": "failed", "error": "Kafka at x did not answer"}))
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert r.returncode == 1 and "did not answer" in r.stderr
 
 

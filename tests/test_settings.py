@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from chaussettes import settings as s
 
 
@@ -55,7 +54,7 @@ def test_bad_values_name_the_variable(env, fragment):
 
 def test_unknown_override_is_refused():
     with pytest.raises(s.SettingsError, match="unknown setting"):
-        s.load(env={}, bootstrap=None or "x")
+        s.load(env={}, bootstrap="x")
 
 
 def test_kafka_security_builds_client_and_spark_options():

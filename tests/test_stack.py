@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from chaussettes import procs
 from chaussettes import settings as settings_mod
 from chaussettes.stack import manager
@@ -34,7 +33,7 @@ def stack_env(home: Path) -> dict[str, str]:
 
 def cli(env, *args, timeout=300):
     return subprocess.run([sys.executable, "-m", "chaussettes", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -114,7 +113,7 @@ def test_unhealthy_component_is_stopped_and_its_log_shown(tmp_path):
 
 
 def _python_sleepers(tmp_path):
-    out = subprocess.run(["pgrep", "-f", "listening soon"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", "listening soon"], capture_output=True, text=True, check=False).stdout
     return out.split()
 
 
@@ -138,6 +137,6 @@ def test_dist_zip_holds_the_package(tmp_path):
     assert not any("__pycache__" in n for n in names)
     # The zip is importable on its own, as executors use it.
     out = subprocess.run([sys.executable, "-S", "-c",
-                          "import sys; sys.path.insert(0, sys.argv[1]); import chaussettes.settings as s;"
-                          " print(s.__file__)", str(path)], capture_output=True, text=True)
+                          ("import sys; sys.path.insert(0, sys.argv[1]); import chaussettes.settings as s;"
+                           " print(s.__file__)"), str(path)], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and str(path) in out.stdout

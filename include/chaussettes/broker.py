@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from chaussettes import procs
 
@@ -46,7 +47,7 @@ class LocalBroker:
     def log_path(self) -> Path:
         return self.run_dir / f"broker-{self.port}.log"
 
-    def start(self, timeout_s: float = 20.0) -> "LocalBroker":
+    def start(self, timeout_s: float = 20.0) -> LocalBroker:
         self.process = procs.start(broker_argv(self.port), self.log_path)
         if not procs.wait_until(lambda: procs.port_open(self.port), timeout_s):
             self.stop()
@@ -59,7 +60,7 @@ class LocalBroker:
             self.process.wait(timeout=5)
             self.process = None
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

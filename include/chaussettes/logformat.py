@@ -302,7 +302,7 @@ def parse(line: str | bytes) -> Event | Invalid:
         if head:
             return _parse_combined(head)
         return _INVALID["unknown_format"]
-    except Exception as exc:  # a bug here must not stop a stream: report it as a reason
+    except Exception as exc:  # noqa: BLE001 - a bug here must not stop a stream: report it as a reason
         return Invalid("bad_field", f"{type(exc).__name__}: {exc}")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from chaussettes.settings import Settings
 
@@ -29,7 +29,7 @@ def ensure_topics(settings: Settings, topics: Mapping[str, int], timeout_s: floa
     admin = admin_client(settings)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
-    except Exception as exc:  # KafkaException on timeout
+    except Exception as exc:  # noqa: BLE001 - KafkaException on timeout, or a bad config
         raise KafkaUnavailable(
             f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:g}s ({exc})"
         ) from None

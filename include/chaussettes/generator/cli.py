@@ -199,9 +199,9 @@ def _check_combinations(args) -> None:
             raise UsageError("--rewrite-time is for --replay")
     if args.labels and not args.scenario:
         raise UsageError("--labels needs --scenario (the labels are the scenario's incidents)")
-    if args.start_time is not None and args.count is None and args.duration is None:
-        if args.start_time >= _dt.datetime.now(_dt.UTC):
-            raise UsageError("--start-time is not in the past: give --count or --duration")
+    if (args.start_time is not None and args.count is None and args.duration is None
+            and args.start_time >= _dt.datetime.now(_dt.UTC)):
+        raise UsageError("--start-time is not in the past: give --count or --duration")
     args.format = args.format or "combined"
     if args.speed is None:
         args.speed = 1.0

@@ -124,7 +124,7 @@ def load(path: str | os.PathLike) -> list[Incident]:
             import yaml
 
             doc = yaml.safe_load(text)
-    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
+    except Exception as exc:  # noqa: BLE001 - json.JSONDecodeError, yaml.YAMLError: reported in one line
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise ScenarioError(f"scenario {p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'} "
                             f"({first})") from None
@@ -135,7 +135,7 @@ def from_doc(doc: Any, source: str = "scenario") -> list[Incident]:
     if isinstance(doc, dict):
         unknown = set(doc) - {"incidents", "name", "description"}
         if unknown:
-            raise ScenarioError(f"scenario {source}: unknown top-level field {sorted(unknown)[0]!r}")
+            raise ScenarioError(f"scenario {source}: unknown top-level field {min(unknown)!r}")
         doc = doc.get("incidents")
     if not isinstance(doc, list) or not doc:
         raise ScenarioError(f"scenario {source}: incidents: expected a non-empty list of incidents")

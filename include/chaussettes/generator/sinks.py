@@ -132,7 +132,7 @@ class KafkaSink(Sink):
                 ensure_topics(self.settings, {self.topic: self.partitions})
             except KafkaUnavailable as exc:
                 raise SinkError(str(exc)) from None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any admin failure is reported in one line
                 raise SinkError(f"cannot create topic {self.topic}: {_short(exc)}") from None
 
     def send(self, values: Sequence, keys: Sequence) -> None:
@@ -242,9 +242,9 @@ class FileSink(Sink):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.suffix == ".gz":
-                self.fh = gzip.open(self.path, "wb", compresslevel=3)
+                self.fh = gzip.open(self.path, "wb", compresslevel=3)  # noqa: SIM115 - open until close()
             else:
-                self.fh = open(self.path, "wb", buffering=1 << 20)
+                self.fh = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115 - open until close()
         except OSError as exc:
             raise SinkError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
