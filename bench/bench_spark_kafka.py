@@ -45,6 +45,23 @@ def _count_stream(spark, settings, topic: str, checkpoint: Path) -> tuple[int, f
     return rows, wall, busy
 
 
+def _worker_cpu_per_message(settings, topic: str, partition: int) -> tuple[float, int]:
+    """CPU seconds per message of what one Spark task runs in its Python worker (consume +
+    Arrow batches), in this process: the load-independent view of the reader's cost."""
+    from chaussettes.spark_kafka import reader
+
+    cfg = reader.ReadConfig.parse({**settings.spark_kafka_options(), "subscribe": topic},
+                                  streaming=False)
+    client = reader.OffsetClient(cfg)
+    try:
+        end = client.readable_ends(client.watermarks([(topic, partition)]))[(topic, partition)][1]
+    finally:
+        client.close()
+    cpu0 = time.process_time()
+    rows = sum(b.num_rows for b in reader.read_range(cfg, topic, partition, 0, end))
+    return (time.process_time() - cpu0) / rows, rows
+
+
 def run(ctx) -> list[dict]:
     from chaussettes import spark_kafka
 
@@ -75,6 +92,12 @@ def run(ctx) -> list[dict]:
         results.append({"name": "streaming read / raw consume", "value": round(rate / raw, 3),
                         "unit": "ratio", "goal": None,
                         "note": f"raw confluent-kafka consume {raw:,.0f} msgs/s in this run"})
+
+    per_msg, n = _worker_cpu_per_message(settings, topic, 0)
+    results.append({"name": "reader CPU per message (Python worker)", "value": round(per_msg * 1e6, 2),
+                    "unit": "us/msg", "goal": None,
+                    "note": f"consume + Arrow batch of {n:,} messages of one partition, process time "
+                            f"(load-independent; {1 / per_msg:,.0f} msgs/s per busy core)"})
 
     out = ctx.new_topic(4, "skwrite")
     df = spark.range(WRITE_ROWS, numPartitions=2).selectExpr(
