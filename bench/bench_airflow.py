@@ -69,6 +69,7 @@ def calibration_dag(ctx, env, conf) -> dict:
 
 
 def supervisor_restart(ctx, env, conf) -> dict:
+    from chaussettes import procs
     from chaussettes import supervisor as sv
 
     topic = ctx.new_topic(4, "airflow-bench")
@@ -107,15 +108,10 @@ def supervisor_restart(ctx, env, conf) -> dict:
                 "note": f"kill -9 → first micro-batch of the restarted detector (batch {h.batch_id}); "
                         "health check every 5 s, trigger 5 s, local[2]"}
     finally:
-        if dag is not None and dag.poll() is None:
-            os.killpg(dag.pid, signal.SIGTERM)
-            try:
-                dag.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(dag.pid, signal.SIGKILL)
+        if dag is not None:
+            procs.stop_group(dag.pid, 20)
         sup.stop(timeout_s=20)
-        os.killpg(gen.pid, signal.SIGTERM)
-        gen.wait(timeout=20)
+        procs.stop_group(gen.pid, 20)
 
 
 def run(ctx) -> list[dict]:

@@ -38,17 +38,6 @@ def _rates(settings, count: int) -> tuple[float, float]:
     return best_p, best_c
 
 
-def _free_s3_base() -> int:
-    for _ in range(50):
-        base = procs.free_port()
-        if base + 4 + s3.GRPC_OFFSET > 65535:
-            continue
-        wanted = [p for port in s3.ports(base).values() for p in (port, port + s3.GRPC_OFFSET)]
-        if procs.first_busy(wanted) is None:
-            return base
-    raise RuntimeError("no free block of ports for weed mini")
-
-
 def tls_figures(ctx) -> list[dict]:
     home = ctx.tmp / "bench-security"
     base = settings_mod.load(env={}, home=home, kafka_port=procs.free_port(),
@@ -90,15 +79,11 @@ def tls_figures(ctx) -> list[dict]:
 def durable_figures(ctx) -> list[dict]:
     home = ctx.tmp / "bench-durable"
     s = settings_mod.load(env={}, home=home, kafka_timeout_s=10.0)
-    base = _free_s3_base()
+    base = s3.free_base_port()
     logs = home / "logs"
-    s3.data_dir(s).mkdir(parents=True, exist_ok=True)
-    weed = procs.start(s3.weed_argv(s3.data_dir(s), base), logs / "weed.log",
-                       env={**os.environ, **s3.credentials(s)})
+    weed = s3.start_server(s, base, logs / "weed.log")
     broker = None
     try:
-        if not procs.wait_until(lambda: s3.bucket_ready(base), 60):
-            raise RuntimeError(f"weed mini did not start: {procs.tail(logs / 'weed.log', 5)}")
         port = procs.free_port()
         broker = procs.start(broker_argv(port, storage=s3.broker_storage()), logs / "broker-s3.log",
                              env={**os.environ, **s3.broker_env(s, base)})

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from chaussettes import procs
 from chaussettes import settings as settings_mod
 from chaussettes import supervisor as sv
 
@@ -145,15 +146,10 @@ def test_supervisor_dag_restarts_the_real_detector_after_kill_9_without_duplicat
         events = [e["action"] for e in sup.events()]
         assert events.count("start") >= 1 and ("restart" in events or events.count("start") >= 2)
     finally:
-        if dag is not None and dag.poll() is None:
-            os.killpg(dag.pid, signal.SIGTERM)
-            try:
-                dag.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(dag.pid, signal.SIGKILL)
+        if dag is not None:
+            procs.stop_group(dag.pid, 30)
         sup.stop(timeout_s=30)
-        os.killpg(gen.pid, signal.SIGTERM)
-        gen.wait(timeout=30)
+        procs.stop_group(gen.pid, 30)
     assert not sup.running()
 
     consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "t",

@@ -24,24 +24,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 QUIET = {"log_level": 0}
 
 
-def _free_base() -> int:
-    """A base port whose S3/master/volume/filer/admin ports and gRPC ports are all free."""
-    for _ in range(50):
-        base = procs.free_port()
-        if base + 4 + s3.GRPC_OFFSET > 65535:
-            continue
-        wanted = [p for port in s3.ports(base).values() for p in (port, port + s3.GRPC_OFFSET)]
-        if procs.first_busy(wanted) is None:
-            return base
-    raise RuntimeError("no free block of ports for weed mini")
-
-
 class Durable:
     """weed mini + Tansu on s3://, each restartable, both stopped at the end."""
 
     def __init__(self, home: Path):
         self.settings = settings_mod.load(env={}, home=home, kafka_timeout_s=10.0)
-        self.base = _free_base()
+        self.base = s3.free_base_port()
         self.kafka_port = procs.free_port()
         self.weed = self.broker = None
         self.logs = home / "logs"
@@ -52,12 +40,7 @@ class Durable:
         return {"bootstrap.servers": f"127.0.0.1:{self.kafka_port}", **QUIET}
 
     def start_s3(self) -> None:
-        s3.data_dir(self.settings).mkdir(parents=True, exist_ok=True)
-        self.weed = procs.start(s3.weed_argv(s3.data_dir(self.settings), self.base),
-                                self.logs / f"weed-{self.restarts}.log",
-                                env={**os.environ, **s3.credentials(self.settings)})
-        assert procs.wait_until(lambda: s3.bucket_ready(self.base), 60), procs.tail(
-            self.logs / f"weed-{self.restarts}.log")
+        self.weed = s3.start_server(self.settings, self.base, self.logs / f"weed-{self.restarts}.log")
 
     def start_broker(self) -> None:
         env = {**os.environ, **s3.broker_env(self.settings, self.base)}

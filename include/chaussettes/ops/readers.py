@@ -13,14 +13,13 @@ import collections
 import contextlib
 import datetime as dt
 import json
-import os
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from chaussettes import artifacts
+from chaussettes import artifacts, procs
 from chaussettes.schemas import ALERT_COLUMNS, ALERT_KINDS, STATUS_KEYS
 from chaussettes.supervisor import DEFAULT_STALL_AFTER_S
 
@@ -71,22 +70,10 @@ def kafka_timeout(settings) -> float:
 
 
 def _pid_alive(pid: Any) -> bool | None:
-    """True/False for a pid on this machine; None when it cannot be told (no pid, not ours)."""
+    """True/False for a pid on this machine; None when there is no valid pid to check."""
     if not isinstance(pid, int) or pid <= 0:
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    return procs.alive(pid)
 
 
 def classify(doc: dict, now: dt.datetime) -> tuple[str, str]:

@@ -55,6 +55,21 @@ def ports(base: int) -> dict[str, int]:
     return {"s3": base, "master": base + 1, "volume": base + 2, "filer": base + 3, "admin": base + 4}
 
 
+def free_base_port(tries: int = 50) -> int:
+    """A base port whose S3, master, volume, filer and admin ports and their gRPC ports are
+    all free (tests and benchmarks run a SeaweedFS of their own beside the stack's)."""
+    from chaussettes import procs
+
+    for _ in range(tries):
+        base = procs.free_port()
+        if base + 4 + GRPC_OFFSET > 65535:
+            continue
+        wanted = [p for port in ports(base).values() for p in (port, port + GRPC_OFFSET)]
+        if procs.first_busy(wanted) is None:
+            return base
+    raise RuntimeError("no free block of ports for weed mini")
+
+
 def weed_argv(directory: Path, base_port: int, bucket: str = BUCKET) -> list[str]:
     p = ports(base_port)
     argv = [weed_binary(), "mini", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -95,6 +110,22 @@ def bucket_ready(port: int, bucket: str = BUCKET, timeout: float = 2.0) -> bool:
         return exc.code in (200, 403)
     except OSError:
         return False
+
+
+def start_server(settings: Settings, base: int, log_path: Path, timeout_s: float = 60.0):
+    """Start a ``weed mini`` of its own (tests, benchmarks) and wait for its bucket; the
+    caller stops the returned process's group. The stack starts its own through component()."""
+    import os
+
+    from chaussettes import procs
+
+    data_dir(settings).mkdir(parents=True, exist_ok=True)
+    proc = procs.start(weed_argv(data_dir(settings), base), log_path,
+                       env={**os.environ, **credentials(settings)})
+    if not procs.wait_until(lambda: bucket_ready(base), timeout_s):
+        procs.stop_group(proc.pid, 5)
+        raise RuntimeError(f"weed mini did not start: {procs.tail(log_path, 5)}")
+    return proc
 
 
 def component(settings: Settings) -> Component | None:
