@@ -275,6 +275,39 @@ def test_write_batch_publishes_a_batch_id_once(kspark, broker, new_topic):
     assert len(got) == 60 and len(set(got)) == 60
 
 
+def test_write_batch_keeps_its_producer_and_survives_a_broker_restart(kspark, tmp_path, caplog):
+    """The driver keeps one transactional producer per sink across batches; when the broker
+    restarted in between (memory storage: everything gone), the stale producer is replaced
+    and the batch is still published once."""
+    from chaussettes.broker import LocalBroker
+    from chaussettes.settings import load
+    from chaussettes.spark_kafka import writer
+    from chaussettes.topics import ensure_topics
+
+    port = free_port()
+    broker = LocalBroker(port=port, run_dir=tmp_path).start()
+    servers, out = broker.bootstrap_servers, "restarted-out"
+    options = {"kafka.bootstrap.servers": servers, "topic": out, "kafka.timeout.ms": 5000}
+    rows = lambda tag: kspark.createDataFrame([(f"{tag}{i}", "v") for i in range(5)], "key string, value string")  # noqa: E731
+    try:
+        ensure_topics(load(env={}, bootstrap_servers=servers), {out: 1})
+        assert spark_kafka.write_batch(rows("a"), 0, options, sink_id="t-keep") == 5
+        kept = [p for key, p in writer._DRIVER_PUBLISHERS.items() if key[0].endswith("t-keep-p0")]
+        assert len(kept) == 1
+        assert spark_kafka.write_batch(rows("b"), 1, options, sink_id="t-keep") == 5
+        assert [p for key, p in writer._DRIVER_PUBLISHERS.items() if key[0].endswith("t-keep-p0")] == kept
+
+        broker.stop()
+        broker = LocalBroker(port=port, run_dir=tmp_path).start()
+        ensure_topics(load(env={}, bootstrap_servers=servers), {out: 1})
+        assert spark_kafka.write_batch(rows("c"), 2, options, sink_id="t-keep") == 5
+        assert "publishing batch 2 again with a new producer" in caplog.text
+        got = consume_all(servers, out, 1, 5)
+        assert sorted(k for k, _ in got) == sorted(f"c{i}".encode() for i in range(5))
+    finally:
+        broker.stop()
+
+
 def test_write_delivery_failure_fails_the_write(kspark, broker):
     df = kspark.createDataFrame([("k", "v")], "key string, value string")
     servers = f"127.0.0.1:{free_port()}"

@@ -96,6 +96,9 @@ class _Publisher:
         self.count = 0
         self._fatal: str | None = None
 
+    def release(self) -> None:
+        """Done with this producer (kept for the next batch when it is a reused one)."""
+
     def _on_delivery(self, err, msg) -> None:
         if err is not None and len(self.errors) < 5:
             self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
@@ -194,22 +197,42 @@ def marker_group(prefix: str, sink_id: str, part: int) -> str:
     return f"{prefix}-{sink_id}-p{part}"
 
 
-def publish_once(cfg: WriteConfig, sink_id: str, part: int, batch_id: int, batches) -> tuple[int, bool]:
+# The driver's transactional producers, by transactional.id: write_batch publishes every
+# micro-batch of a stream from the same process, and init_transactions() for a new producer
+# (fencing the previous one) cost 0.05-0.5 s per batch on the local broker.
+_DRIVER_PUBLISHERS: dict[tuple, _Publisher] = {}
+
+
+def _transactional_publisher(cfg: WriteConfig, name: str, reuse: bool) -> _Publisher:
+    key = (name, cfg.servers, tuple(sorted(cfg.client.items())))
+    pub = _DRIVER_PUBLISHERS.pop(key, None) if reuse else None
+    if pub is None:
+        pub = _Publisher(cfg, transactional_id=name)
+        pub.producer.init_transactions(cfg.timeout_s)
+    pub.count, pub.errors = 0, []
+    if reuse:
+        pub.release = lambda: _DRIVER_PUBLISHERS.__setitem__(key, pub)
+    return pub
+
+
+def publish_once(cfg: WriteConfig, sink_id: str, part: int, batch_id: int, batches, *,
+                 reuse_producer: bool = False) -> tuple[int, bool]:
     """Publish ``batches`` in one transaction unless this (sink, part) already published batch_id.
 
     Returns (records published, skipped). The transactional.id is the marker group's name,
-    so a zombie attempt of the same task is fenced by init_transactions().
+    so a zombie attempt of the same task is fenced by init_transactions(). With
+    ``reuse_producer`` (the driver), the producer is kept for the next batch after a
+    success and dropped after any failure (the next batch starts a fresh one).
     """
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     name = marker_group(cfg.transactional_id_prefix, sink_id, part)
-    pub = _Publisher(cfg, transactional_id=name)
     consumer = Consumer({**cfg.client, "bootstrap.servers": cfg.servers, "group.id": name,
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     marker = TopicPartition(cfg.topic, 0)
     try:
         try:
-            pub.producer.init_transactions(cfg.timeout_s)
+            pub = _transactional_publisher(cfg, name, reuse_producer)
             done = consumer.committed([marker], timeout=cfg.timeout_s)[0].offset
         except KafkaException as exc:
             raise KafkaWriteError(f"Kafka at {cfg.servers}: cannot start a transaction for "
@@ -217,6 +240,7 @@ def publish_once(cfg: WriteConfig, sink_id: str, part: int, batch_id: int, batch
         if done > batch_id:
             for _ in batches:  # drain the input; this batch is already in Kafka
                 pass
+            pub.release()
             return 0, True
         pub.producer.begin_transaction()
         try:
@@ -226,6 +250,7 @@ def publish_once(cfg: WriteConfig, sink_id: str, part: int, batch_id: int, batch
                 [TopicPartition(cfg.topic, 0, batch_id + 1)], consumer.consumer_group_metadata(),
                 cfg.timeout_s)
             pub.producer.commit_transaction(cfg.timeout_s)
+            pub.release()
         except Exception:
             try:
                 pub.producer.abort_transaction(cfg.timeout_s)
@@ -323,8 +348,8 @@ def write_batch(df, batch_id: int, options: Mapping[str, str], sink_id: str | No
     - ``sink_id`` names this output stream and must stay the same across restarts. Default:
       the id of the streaming query calling ``foreachBatch`` (stable while its checkpoint
       is kept); outside a streaming query it is required.
-    - All rows of the batch are published in ONE Kafka transaction (the DataFrame is
-      repartitioned to one partition, so keep batches of alerts-like size) together with a
+    - All rows of the batch are published in ONE Kafka transaction, from the driver (the
+      rows are collected as Arrow, so keep batches of alerts-like size) together with a
       marker "batch ``batch_id`` published" (the offset ``batch_id + 1`` committed for
       partition 0 of the topic in consumer group ``<prefix>-<sink_id>-p0``). Before
       publishing, the marker is read: if this ``batch_id`` (or a later one) was already
@@ -340,6 +365,7 @@ def write_batch(df, batch_id: int, options: Mapping[str, str], sink_id: str | No
       Tansu broker does not hide aborted transactions, so there only the replay case above
       is exactly-once; a crash in the middle of a transaction can leave its records visible.
     """
+    from confluent_kafka import KafkaException
     from pyspark.sql import functions as F
 
     cfg = WriteConfig.parse({**dict(options), "exactlyOnce": "true"})
@@ -351,14 +377,21 @@ def write_batch(df, batch_id: int, options: Mapping[str, str], sink_id: str | No
     if "value" not in wanted:
         raise KafkaOptionError(f"write_batch: the DataFrame needs a 'value' column; got "
                                f"{', '.join(df.columns)}")
-    cols = [F.col(c) for c in wanted]
-
-    def publish(batches):
-        import pyarrow as pa
-
-        count, skipped = publish_once(cfg, sink_id, 0, int(batch_id), batches)
-        yield pa.RecordBatch.from_pydict({"records": [count], "skipped": [skipped]})
-
-    rows = df.select(*cols).repartition(1).mapInArrow(publish, "records long, skipped boolean").collect()
+    # Collected and published by the driver: for alerts-sized batches this saves the shuffle
+    # and the task of a one-partition Spark job (0.4 s per micro-batch measured here).
+    table = df.select(*[F.col(c) for c in wanted]).toArrow()
+    name = marker_group(cfg.transactional_id_prefix, sink_id, 0)
+    reused = any(key[0] == name for key in _DRIVER_PUBLISHERS)
+    try:
+        count, _ = publish_once(cfg, sink_id, 0, int(batch_id), iter(table.to_batches()),
+                                reuse_producer=True)
+    except (KafkaWriteError, KafkaException) as exc:
+        if not reused:
+            raise
+        # The kept producer may be stale (the broker restarted since the last batch): it was
+        # dropped; one more try with a fresh one, which re-reads the marker first.
+        log.warning("publishing batch %s again with a new producer: %s", batch_id, exc)
+        count, _ = publish_once(cfg, sink_id, 0, int(batch_id), iter(table.to_batches()),
+                                reuse_producer=True)
     _crash_hook(int(batch_id))
-    return sum(r["records"] for r in rows)
+    return count
