@@ -230,6 +230,24 @@ def test_derived_min_requests_fraction_method_and_pins(spark, history):
     assert doc["calibration"]["overrides_learnt"]["url"] == []
 
 
+def test_compressed_rates_equal_every_window_counted(spark, history):
+    # the calibration's fast path (bucket counts + numpy windows, counted per distinct
+    # window) gives the same rows as compute_rates' windows grouped the same way;
+    # a range cut off the slide grid and null keys included
+    frame = history.copy()
+    frame.loc[frame.index % 97 == 0, "ip"] = None
+    frame.loc[frame.index % 89 == 0, "url"] = None
+    events = to_events(spark, frame)
+    start, end = T0 + timedelta(seconds=3.5), T0 + timedelta(minutes=MINUTES - 3, seconds=7)
+    for params in (cal.Params(), cal.Params(length_s=30, slide_s=30), cal.Params(length_s=120, slide_s=20)):
+        split_at = cal.split_time(start, end, 0.25, params.slide_s)
+        cols = ["segment", "kind", "key", "requests", "errors", "windows", "error_rate"]
+        fast = cal.compressed_rates(events, params, start, end, split_at).select(*cols).collect()
+        slow = cal.compress_rates(cal.compute_rates(events, params, start, end, split_at)).select(*cols).collect()
+        assert sorted(map(tuple, fast)) == sorted(map(tuple, slow))
+        assert {r.segment for r in fast} == {"in", "out"}
+
+
 def _log_lines(frame: pd.DataFrame) -> list[str]:
     lines = []
     for i, r in enumerate(frame.itertuples()):

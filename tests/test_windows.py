@@ -133,3 +133,30 @@ def test_batch_fast_path_any_subset_of_kinds_and_times_before_1970(spark):
           500, 1, None, None)], schema=schemas.spark_schema(schemas.EVENT_FIELDS))
     assert as_dicts(windows.windowed_rates_batch(old, 20, 10, 400)) == \
         as_dicts(windows.windowed_rates_all(old, 20, 10, 400))
+
+
+def test_window_sums_equals_expanding_every_bucket():
+    # the calibration's numpy kernel: each window once, from prefix sums; check it against
+    # the definition (every bucket added to the `steps` windows holding it)
+    import numpy as np
+
+    rng = random.Random(5)
+    for _ in range(200):
+        steps = rng.randint(1, 6)
+        cells = {(rng.randint(0, 3), rng.randint(-15, 15)): (rng.randint(1, 9), rng.randint(0, 3))
+                 for _ in range(rng.randint(1, 30))}
+        keys = sorted(cells)
+        expected: dict = {}
+        for (g, b), (n, e) in cells.items():
+            for d in range(steps):
+                acc = expected.setdefault((g, b - d), [0, 0])
+                acc[0] += n
+                acc[1] += e
+        g, start, req, err = windows.window_sums(
+            [k[0] for k in keys], [k[1] for k in keys], [cells[k][0] for k in keys],
+            [cells[k][1] for k in keys], steps)
+        got = {(int(a), int(s)): [int(r), int(x)] for a, s, r, x in zip(g, start, req, err)}
+        assert len(got) == len(g) == len(expected)
+        assert got == expected
+    empty = windows.window_sums(np.array([]), np.array([]), np.array([]), np.array([]), 6)
+    assert all(len(a) == 0 for a in empty)

@@ -7,6 +7,10 @@ the file). The steps, each a function tested on its own:
    (``chaussettes.windows``, same length, slide and error definition) for global, per-IP
    and per-URL windows, kept to the windows fully inside the history's time range (the
    detector sees whole windows; a window cut by the range edge would be under-counted).
+   ``calibrate`` uses ``compressed_rates``, the same windows computed from slide-sized
+   bucket counts by a numpy pass (``windows.window_sums``) and kept as one row per
+   distinct (segment, kind, key, requests, errors) with their number (``windows``):
+   later steps only depend on those values, and this is far smaller than every window.
 2. Split by time: windows starting before ``split_at`` (the first ``1 - holdout`` of the
    range) are *in-sample* and fit the thresholds; the others are the *out-of-sample* check.
 3. ``derive_min_requests`` — per kind, unless set: the smallest window size whose error
@@ -33,8 +37,9 @@ the file). The steps, each a function tested on its own:
    moves by bisection within [``percentile_min``, ``percentile_max``] until it is. If no
    percentile reaches it: ``CalibrationError`` with the figures.
 7. ``replay`` — the candidate goes through ``chaussettes.judge.judge`` on the Spark rates,
-   exactly as the detector judges; in-sample, out-of-sample and whole-history alert rates
-   come from there (and must agree with step 6's fast count: a safety check).
+   exactly as the detector judges (each distinct window weighted by its number);
+   in-sample, out-of-sample and whole-history alert rates come from there (and must
+   agree with step 6's fast count: a safety check).
 8. ``build_document`` — seuils.json with calibration and validation metadata.
 """
 
@@ -480,14 +485,107 @@ def percentile_of_counts(values: Sequence[float], counts: Sequence[int], pct: fl
     return a + (pos - lo) * (b - a) if hi != lo else a
 
 
+def compress_rates(rates_df):
+    """The windows of ``compute_rates`` with the same (segment, kind, key, requests, errors)
+    as ONE row with their number in ``windows`` (and the same ``error_rate``).
+
+    Why: every later step (summary, judged sample, replay) depends on a window only
+    through those values, and they repeat a lot (a client's windows hold a handful of
+    requests), so caching and collecting this is several times smaller than every window."""
+    from pyspark.sql import functions as F
+
+    grouped = rates_df.groupBy("segment", "kind", "key", "requests", "errors").agg(
+        F.count(F.lit(1)).alias("windows"))
+    return grouped.withColumn(
+        "error_rate", F.col("errors").cast("double") / F.col("requests").cast("double"))
+
+
+COMPRESSED_SCHEMA = "segment string, kind string, key string, requests long, errors long, windows long"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)  # exact, no float
+
+
+def compressed_rates(events_df, params: Params, start: datetime, end: datetime, split_at: datetime):
+    """``compress_rates(compute_rates(...))`` — same rows — without materialising every window.
+
+    Spark counts events per (kind, key, slide-sized bucket) (``windows._bucket_counts``,
+    one scan), gathers each (kind, key) in one partition, and a vectorised numpy pass per
+    partition (``windows.window_sums``) sums each window once from prefix sums and counts
+    the windows per (segment, kind, key, requests, errors). Why: the SQL way expands the
+    bucket counts ``length / slide`` times and groups them back into millions of windows,
+    then groups those again; here the JVM only sees the bucket counts and the result."""
+    from pyspark.sql import functions as F
+
+    steps = params.length_s // params.slide_s
+    counted = windows._bucket_counts(events_df, params.slide_s, params.error_status_min, KINDS)
+    parts = int(events_df.sparkSession.conf.get("spark.sql.shuffle.partitions", "4") or 4)
+    counted = counted.repartition(parts, "kind", "key")
+    bounds = (_micros(start), _micros(end), _micros(split_at))
+    slide_s, length_s = params.slide_s, params.length_s
+
+    def compress(batches):
+        yield from _compress_partition(batches, steps, slide_s, length_s, *bounds)
+
+    out = counted.mapInArrow(compress, COMPRESSED_SCHEMA)
+    return out.withColumn(
+        "error_rate", F.col("errors").cast("double") / F.col("requests").cast("double"))
+
+
+def _compress_partition(batches, steps, slide_s, length_s, lo_us, hi_us, split_us):
+    """mapInArrow body: bucket counts of whole (kind, key)s -> compressed windows."""
+    import pandas as pd
+    import pyarrow as pa
+
+    batches = list(batches)  # the whole partition: each (kind, key) is in one partition
+    if not batches or sum(b.num_rows for b in batches) == 0:
+        return
+    table = pa.Table.from_batches(batches)
+    kind_codes, kind_names = pd.factorize(table.column("kind").to_numpy(zero_copy_only=False))
+    key_codes, key_names = pd.factorize(table.column("key").to_numpy(zero_copy_only=False))
+    bucket = table.column("bucket").to_numpy() // slide_s
+    combined = kind_codes.astype(np.int64) * max(len(key_names), 1) + key_codes
+    order = np.lexsort((bucket, combined))  # by (kind, key), then bucket
+    g, start, requests, errors = windows.window_sums(
+        combined[order], bucket[order], table.column("n").to_numpy()[order], table.column("e").to_numpy()[order], steps)
+    start_us = start * (slide_s * 1_000_000)
+    keep = (start_us >= lo_us) & (start_us + length_s * 1_000_000 <= hi_us)
+    frame = pd.DataFrame({"g": g[keep], "ins": start_us[keep] < split_us,
+                          "requests": requests[keep], "errors": errors[keep]})
+    counts = frame.groupby(["g", "ins", "requests", "errors"], sort=False).size().reset_index(name="windows")
+    if counts.empty:
+        return
+    gid = counts["g"].to_numpy()
+    n_keys = max(len(key_names), 1)
+    yield pa.RecordBatch.from_arrays([
+        pa.array(np.where(counts["ins"].to_numpy(), "in", "out")),
+        pa.array(np.asarray(kind_names, dtype=object)[gid // n_keys]),
+        pa.array(np.asarray(key_names, dtype=object)[gid % n_keys]),
+        pa.array(counts["requests"].to_numpy(dtype=np.int64)),
+        pa.array(counts["errors"].to_numpy(dtype=np.int64)),
+        pa.array(counts["windows"].to_numpy(dtype=np.int64)),
+    ], names=["segment", "kind", "key", "requests", "errors", "windows"])
+
+
+def _weight(rates_df):
+    """How many windows a row stands for: ``windows`` after ``compress_rates``, else 1."""
+    from pyspark.sql import functions as F
+
+    return F.col("windows") if "windows" in rates_df.columns else F.lit(1)
+
+
 def rate_summary(rates_df) -> dict[str, Any]:
     """Counts of windows per segment and kind, the in-sample overall error rate and the
     median requests per window of each kind (for min_requests) — from a small histogram
-    of window sizes (exact, and much cheaper than a percentile over every window)."""
+    of window sizes (exact, and much cheaper than a percentile over every window).
+    ``rates_df``: ``compute_rates``'s windows, or their ``compress_rates``."""
     from pyspark.sql import functions as F
 
+    w = _weight(rates_df)
     rows = rates_df.groupBy("segment", "kind", "requests").agg(
-        F.count(F.lit(1)).alias("windows"), F.sum("errors").alias("errors")).collect()
+        F.sum(w).alias("windows"), F.sum(F.col("errors") * w).alias("errors")).collect()
     out: dict[str, Any] = {"windows": {}, "median_requests": {}, "requests": 0, "errors": 0}
     hist: dict[str, tuple[list, list]] = {}
     for r in rows:
@@ -507,21 +605,28 @@ def rate_summary(rates_df) -> dict[str, Any]:
 
 
 def judged_sample(rates_df, min_requests: Mapping[str, int]):
-    """In-sample judged windows (kind, key, error_rate) collected to pandas."""
+    """In-sample judged windows (kind, key, error_rate) collected to pandas, one row per
+    window (a ``compress_rates`` row is repeated ``windows`` times after the collect)."""
     from pyspark.sql import functions as F
 
     cond = None
     for kind, n in min_requests.items():
         c = (F.col("kind") == F.lit(kind)) & (F.col("requests") >= F.lit(int(n)))
         cond = c if cond is None else (cond | c)
-    return rates_df.where((F.col("segment") == F.lit("in")) & cond).select(
-        "kind", "key", "error_rate").toPandas()
+    cols = ["kind", "key", "error_rate"] + (["windows"] if "windows" in rates_df.columns else [])
+    frame = rates_df.where((F.col("segment") == F.lit("in")) & cond).select(*cols).toPandas()
+    if "windows" in frame.columns:
+        frame = frame.loc[frame.index.repeat(frame["windows"].to_numpy())].drop(columns="windows")
+        frame = frame.reset_index(drop=True)
+    return frame
 
 
 def replay(rates_df, thresholds: th.Thresholds) -> dict[str, Any]:
-    """Judge the windows exactly as the detector does and count, per segment and kind."""
+    """Judge the windows exactly as the detector does (``judge.judge``) and count, per
+    segment and kind — each row weighted by the windows it stands for."""
     judged = judge_mod.judge(rates_df, thresholds)
-    rows = judge_mod.replay_counts(judged, by=["segment", "kind"])
+    weight = "windows" if "windows" in rates_df.columns else None
+    rows = judge_mod.replay_counts(judged, by=["segment", "kind"], weight=weight)
     figures: dict[str, Any] = {}
     for seg in ("in", "out", "all"):
         sel = [r for r in rows if seg == "all" or r["segment"] == seg]
@@ -589,7 +694,7 @@ def calibrate(events_df, params: Params, *, start: datetime | None = None, end: 
     split_at = split_time(lo, hi, params.holdout, params.slide_s) if params.holdout > 0 else hi
     if rows is None:
         rows = events.count()
-    rates = compute_rates(events, params, lo, hi, split_at).cache()
+    rates = compressed_rates(events, params, lo, hi, split_at).cache()
     timings = {"read_s": time.perf_counter() - clock}
     try:
         return _calibrate_rates(rates, params, lo, hi, split_at, source or {}, version, now, rows, timings)

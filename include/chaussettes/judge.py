@@ -117,15 +117,18 @@ def judge(rates_df, thresholds: Thresholds):
     return out.withColumn("severity", F.when(F.col("breach"), sev).otherwise(F.lit(None).cast("string")))
 
 
-def replay_counts(judged_df, by: list[str] | None = None) -> list[dict[str, Any]]:
+def replay_counts(judged_df, by: list[str] | None = None, weight: str | None = None) -> list[dict[str, Any]]:
     """Judged and breaching evaluations (optionally grouped) of a judged batch DataFrame:
-    ``[{...by, "evaluations": n, "alerts": m, "alert_rate": m / n or None}]``."""
+    ``[{...by, "evaluations": n, "alerts": m, "alert_rate": m / n or None}]``. With
+    ``weight``, a row counts as that column's number of evaluations (the calibration keeps
+    identical windows as one row with their number)."""
     from pyspark.sql import functions as F
 
     by = list(by or [])
+    w = F.col(weight).cast("long") if weight else F.lit(1).cast("long")
     agg = judged_df.groupBy(*by).agg(
-        F.sum(F.col("judged").cast("long")).alias("evaluations"),
-        F.sum(F.col("breach").cast("long")).alias("alerts"),
+        F.sum(F.when(F.col("judged"), w).otherwise(F.lit(0))).alias("evaluations"),
+        F.sum(F.when(F.col("breach"), w).otherwise(F.lit(0))).alias("alerts"),
     )
     rows = []
     for row in agg.collect():

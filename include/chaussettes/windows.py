@@ -234,3 +234,48 @@ def status_breakdown(events_df, length_s: int, slide_s: int, error_status_min: i
         "status", F.col("error_count").cast("long").alias("error_count"),
         F.col("unique_ips").cast("long").alias("unique_ips"), "urls",
     )
+
+
+def window_sums(group, bucket, n, e, steps: int):
+    """Every window of ``steps`` consecutive buckets that holds at least one event, per
+    group, from bucket counts — numpy, no expansion and no aggregation.
+
+    ``group``, ``bucket`` (bucket index: start seconds / slide), ``n`` (requests), ``e``
+    (errors): int arrays, one entry per (group, bucket) with events, sorted by (group,
+    bucket). Returns (group, start, requests, errors) arrays, one entry per window, its
+    start as a bucket index (the window covers buckets start .. start + steps - 1).
+
+    Why it is cheap: each window is produced ONCE, by the first bucket it holds (the
+    starts after the previous bucket of the group up to this bucket), and its sums come
+    from prefix sums — where the SQL way expands every bucket ``steps`` times and then
+    groups the copies again.
+    """
+    import numpy as np
+
+    group = np.asarray(group, dtype=np.int64)
+    bucket = np.asarray(bucket, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    e = np.asarray(e, dtype=np.int64)
+    if len(bucket) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    # one axis for all groups: a gap of ``steps`` buckets between groups keeps windows apart
+    base = bucket.min()
+    span = int(bucket.max() - base) + 2 * steps
+    pos = group * span + (bucket - base)
+    prev = np.empty_like(pos)
+    prev[0] = pos[0] - steps
+    prev[1:] = pos[:-1]
+    first = np.ones(len(pos), dtype=bool)
+    first[1:] = group[1:] != group[:-1]
+    # windows first holding bucket i start at pos[i] - d, d < min(steps, pos[i] - prev[i])
+    m = np.where(first, steps, np.minimum(steps, pos - prev))
+    owner = np.repeat(np.arange(len(pos)), m)
+    d = np.arange(len(owner)) - np.repeat(np.cumsum(m) - m, m)
+    start = pos[owner] - d
+    # requests of [start, start + steps) = those of buckets owner .. (first bucket >= start + steps) - 1
+    end_idx = np.searchsorted(pos, start + steps, side="left")
+    cn = np.concatenate(([0], np.cumsum(n)))
+    ce = np.concatenate(([0], np.cumsum(e)))
+    g = group[owner]
+    return g, start - g * span + base, cn[end_idx] - cn[owner], ce[end_idx] - ce[owner]
