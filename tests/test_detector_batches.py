@@ -161,3 +161,34 @@ def test_vectorised_judge_agrees_with_judge_one():
         if r[0] == "global" and r[2] in state.recent_global:
             rec = state.recent_global[r[2]]
             assert (rec["error_rate"], rec["threshold"], rec["requests"]) == (j.error_rate, j.threshold, r[4])
+
+
+def test_top_errors_per_alert_window_and_key():
+    """The alert explanation's counting (driver side, one pass per window): per alert the
+    top values of its dimensions among the error rows of its window and key, count
+    descending then value — checked against a plain per-alert count."""
+    import collections
+    import random
+
+    import pandas as pd
+    from chaussettes.detector.pipeline import _top_errors
+
+    rnd = random.Random(3)
+    rows = [(rnd.randrange(0, 120) * 1_000_000, rnd.choice(["1.1.1.1", "2.2.2.2", "3.3.3.3"]),
+             rnd.choice(["/a", "/b", "/c", None]), rnd.choice(["500", "404", "503"])) for _ in range(3000)]
+    pdf = pd.DataFrame(rows, columns=["t", "ip", "url", "status"])
+    alerts = []
+    for ws in (0, 10, 60):
+        for kind, key in (("global", "*"), ("ip", "2.2.2.2"), ("url", "/b"), ("ip", "9.9.9.9")):
+            alerts.append({"alert_id": f"{kind}{key}{ws}", "kind": kind, "key": key})
+            alerts[-1]["span"] = (ws * 1_000_000, (ws + 60) * 1_000_000)
+    tops = _top_errors(pdf, [(a, *a["span"]) for a in alerts])
+    for a in alerts:
+        ws, we = a["span"]
+        mine = [r for r in rows if ws <= r[0] < we and (a["kind"] == "global"
+                                                         or r[1 if a["kind"] == "ip" else 2] == a["key"])]
+        for dim in alerts_mod.EXPLAIN_DIMS[a["kind"]]:
+            i = {"ip": 1, "url": 2, "status": 3}[dim]
+            counts = collections.Counter(r[i] for r in mine if r[i] is not None)
+            want = sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))[:alerts_mod.TOP_N]
+            assert tops.get(a["alert_id"], {}).get(dim, []) == want, (a, dim)

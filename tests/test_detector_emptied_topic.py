@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from chaussettes import procs
 from chaussettes import settings as settings_mod
 from chaussettes.broker import LocalBroker

@@ -288,7 +288,10 @@ def test_write_batch_keeps_its_producer_and_survives_a_broker_restart(kspark, tm
     broker = LocalBroker(port=port, run_dir=tmp_path).start()
     servers, out = broker.bootstrap_servers, "restarted-out"
     options = {"kafka.bootstrap.servers": servers, "topic": out, "kafka.timeout.ms": 5000}
-    rows = lambda tag: kspark.createDataFrame([(f"{tag}{i}", "v") for i in range(5)], "key string, value string")  # noqa: E731
+
+    def rows(tag):
+        return kspark.createDataFrame([(f"{tag}{i}", "v") for i in range(5)], "key string, value string")
+
     try:
         ensure_topics(load(env={}, bootstrap_servers=servers), {out: 1})
         assert spark_kafka.write_batch(rows("a"), 0, options, sink_id="t-keep") == 5

@@ -91,23 +91,27 @@ def _status(col):
     return F.when((value >= 100) & (value <= 599), value)
 
 
-def _valid_time(year, month, day, hh, mm, ss, micros, zone):
-    """UTC timestamp, or null for an impossible date/time or a result outside years 1..9999."""
+def _valid_time(year, month, day, hh, mm, ss, micros, offset_s):
+    """UTC timestamp, or null for an impossible date/time or a result outside years 1..9999.
+    ``offset_s``: the zone's offset east of UTC in seconds (the wall time is built in UTC,
+    then shifted: Java zone offsets stop at 18 h, logformat's go to 23:59)."""
     F = _F()
     seconds = (ss.cast("decimal(10,0)") + micros.cast("decimal(10,0)") / F.lit(1_000_000)).cast("decimal(16,6)")
     ok = (hh.cast("int") <= 23) & (mm.cast("int") <= 59) & (ss.cast("int") <= 59) \
         & (year.cast("int") >= 1)
-    ts = F.try_make_timestamp(year.cast("int"), month.cast("int"), day.cast("int"),
-                              hh.cast("int"), mm.cast("int"), seconds, zone)
+    wall = F.try_make_timestamp(year.cast("int"), month.cast("int"), day.cast("int"),
+                                hh.cast("int"), mm.cast("int"), seconds, F.lit("UTC"))
+    ts = F.timestamp_micros(F.unix_micros(wall) - offset_s.cast("long") * F.lit(1_000_000))
     y = F.year(ts)
-    return F.when(ok & ts.isNotNull() & (y >= 1) & (y <= 9999), ts)
+    return F.when(ok & wall.isNotNull() & (y >= 1) & (y <= 9999), ts)
 
 
 def _zone(sign, oh, om):
-    """'+HH:MM' when the offset is valid (hours <= 23, minutes <= 59), else null."""
+    """The offset in seconds when it is valid (hours <= 23, minutes <= 59), else null."""
     F = _F()
     ok = (oh.cast("int") <= 23) & (om.cast("int") <= 59)
-    return F.when(ok, F.concat(sign, oh, F.lit(":"), om))
+    seconds = oh.cast("int") * 3600 + om.cast("int") * 60
+    return F.when(ok, F.when(sign == "-", -seconds).otherwise(seconds))
 
 
 def _with_clf_time(df, text_col: str, out: str):
@@ -136,7 +140,7 @@ def _with_iso_time(df, text_col: str, out: str):
     frac = a[6]
     df = df.withColumn(f"__{out}_u", F.when(frac == "", F.lit("0"))
                        .otherwise(F.rpad(F.substring(frac, 1, 6), 6, "0"))) \
-           .withColumn(f"__{out}_z", F.when(a[8] != "", _zone(a[8], a[9], a[10])).otherwise(F.lit("+00:00")))
+           .withColumn(f"__{out}_z", F.when(a[8] != "", _zone(a[8], a[9], a[10])).otherwise(F.lit(0)))
     micros, zone = F.col(f"__{out}_u"), F.col(f"__{out}_z")
     t = _valid_time(a[0], a[1], a[2], a[3], a[4], a[5], micros, zone)
     return df.withColumn(out, F.when(a.isNotNull() & zone.isNotNull(), t)) \
@@ -331,12 +335,30 @@ def _csv(df):
 # The fast path: a typical Combined line (no escapes, a plain request, a 3-digit status
 # in 100..599, a short byte count) parsed by ONE regular expression. Lines it does not
 # take go through the full rules above; both give what logformat.parse gives.
+# The lookahead refuses what logformat reads as CSV (CSV_START) inside the same match,
+# and the possessive quantifiers (++, *+) never backtrack: a refused line fails fast.
 FAST_COMBINED = (
-    r'^([^ ]+) [^ ]+ [^ ]+ \[(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\] '
-    r'"([A-Za-z][A-Za-z0-9_-]*) ([^ "\\?]+)(\?[^ "\\]*)? ([A-Z][A-Z0-9]*/\d+(?:\.\d+)?)" '
-    r'([1-5]\d\d) (\d{1,18}|-)(?: "([^"\\]*)" "([^"\\]*)"(?: [\s\S]*)?)?$'
+    r'^(?!"?\d{4}-\d{2}-\d{2})([^ ]++) [^ ]++ [^ ]++ '
+    r'\[(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\] '
+    r'"([A-Za-z][A-Za-z0-9_-]*+) ([^ "\\?]++)(\?[^ "\\]*+)? ([A-Z][A-Z0-9]*+/\d++(?:\.\d++)?)" '
+    r'([1-5]\d\d) (\d{1,18}|-)(?: "([^"\\]*+)" "([^"\\]*+)"(?: [\s\S]*)?)?$'
 )
 _FAST_GROUPS = 18
+_MONTH_NAMES = "".join(logformat.MONTHS)  # month = (position + 2) div 3
+
+# Epoch seconds of the fast path's (already range-checked) date and time with integer
+# arithmetic (days from the civil date, H. Hinnant's algorithm): several times cheaper
+# than make_timestamp with a zone and decimal seconds, and the same instant.
+_FAST_SECONDS = """
+  ((__y - __a) * 365 + (__y - __a) div 4 - (__y - __a) div 100 + (__y - __a) div 400
+   + (153 * (__mo + 12 * __a - 3) + 2) div 5 + __d - 1 - 719468) * 86400
+  + __hh * 3600 + __mi * 60 + __ss - __off"""
+_FAST_VALID = """
+  __mo > 0 AND __y BETWEEN 1000 AND 9998 AND __hh <= 23 AND __mi <= 59 AND __ss <= 59
+  AND __oh <= 23 AND __om <= 59 AND __d >= 1
+  AND __d <= CASE WHEN __mo = 2 THEN
+                   CASE WHEN (__y % 4 = 0 AND __y % 100 != 0) OR __y % 400 = 0 THEN 29 ELSE 28 END
+                  WHEN __mo IN (4, 6, 9, 11) THEN 30 ELSE 31 END"""
 
 
 def _prepare(df, value_col: str):
@@ -345,13 +367,12 @@ def _prepare(df, value_col: str):
     dtype = dict(df.dtypes)[value_col]
     value = F.col(value_col)
     if dtype == "binary":
-        as_text = value.cast("string")
-        utf8_ok = F.is_valid_utf8(as_text)
-        raw = F.when(utf8_ok, as_text).otherwise(F.make_valid_utf8(as_text))
+        df = df.select("*", value.cast("string").alias("__text"))
+        df = df.select("*", F.is_valid_utf8(F.col("__text")).alias("__utf8"))
+        raw = F.when(F.col("__utf8"), F.col("__text")).otherwise(F.make_valid_utf8(F.col("__text")))
+        out = df.select(*[c for c in df.columns if c not in ("__text", "__utf8")], raw.alias("raw"), "__utf8")
     else:
-        raw = value.cast("string")
-        utf8_ok = F.lit(True)
-    out = df.select("*", raw.alias("raw"), utf8_ok.alias("__utf8"))
+        out = df.select("*", value.cast("string").alias("raw"), F.lit(True).alias("__utf8"))
     out = out.select("*", F.coalesce(F.length(F.col("raw")) > logformat.MAX_LINE_LENGTH, F.lit(False)).alias("__long"),
                      F.btrim(F.col("raw"), F.lit(" \t\r\n")).alias("__line"))
     return out
@@ -363,32 +384,28 @@ def _fast(df, keep):
     from ``regexp_replace`` unchanged, so its split has one element instead of 18."""
     F = _F()
     line = F.col("__line")
-    candidate = F.col("__utf8") & ~F.col("__long") & ~line.startswith("{") & ~line.rlike(CSV_START)
+    carried = [*keep, "raw", "__line", "__utf8", "__long"]
+    candidate = F.col("__utf8") & ~F.col("__long") & ~line.startswith("{") & (F.instr(line, SEP) == 0)
     joined = F.split(F.regexp_replace(line, FAST_COMBINED, SEP.join(f"${i}" for i in range(1, 19))), SEP, -1)
-    out = df.select(*[F.col(c) for c in keep], "raw", "__line", "__utf8", "__long",
-                    F.when(candidate & (F.instr(line, SEP) == 0), joined).alias("__g0"))
+    out = df.select(*carried, F.when(candidate, joined).alias("__g0"))
     g0 = F.col("__g0")
-    out = out.select(*[F.col(c) for c in keep], "raw", "__line", "__utf8", "__long",
-                     F.when(F.size(g0) == _FAST_GROUPS, g0).alias("__g"))
+    out = out.select(*carried, F.when(F.size(g0) == _FAST_GROUPS, g0).alias("__g"))
     g = F.col("__g")
-    matched = g.isNotNull()
-    months = F.create_map(*[x for k, v in _MONTHS.items() for x in (F.lit(k), F.lit(v))])
-    month = F.try_element_at(months, g[2])
-    # years 1000..9998 only: the UTC conversion can then never leave 1..9999 (the full
-    # rules handle the extremes), so the timestamp is built once and not checked again
-    ok = matched & (g[3] >= "1000") & (g[3] <= "9998") & (g[4] <= "23") & (g[5] <= "59") & (g[6] <= "59") \
-        & (g[8] <= "23") & (g[9] <= "59") & month.isNotNull()
-    args = (g[3].cast("int"), month, g[1].cast("int"), g[4].cast("int"), g[5].cast("int"),
-            g[6].cast("decimal(8,6)"))
-    utc = (g[7] == "+") & (g[8] == "00") & (g[9] == "00")
-    ts = F.when(utc, F.try_make_timestamp(*args, F.lit("UTC"))) \
-        .otherwise(F.try_make_timestamp(*args, F.concat(g[7], g[8], F.lit(":"), g[9])))
+    ints = {"__d": g[1], "__y": g[3], "__hh": g[4], "__mi": g[5], "__ss": g[6], "__oh": g[8], "__om": g[9]}
+    out = out.select(
+        *carried, "__g", *[v.cast("int").alias(k) for k, v in ints.items()],
+        F.expr(f"(instr('{_MONTH_NAMES}', __g[2]) + 2) div 3").alias("__mo"),
+        F.when(g[7] == "-", F.lit(-1)).otherwise(F.lit(1)).alias("__sign"),
+    )
+    out = out.select(*carried, "__g", *ints, "__mo", F.expr("CASE WHEN __mo <= 2 THEN 1 ELSE 0 END").alias("__a"),
+                     (F.col("__sign") * (F.col("__oh") * 3600 + F.col("__om") * 60)).alias("__off"))
+    ok = F.coalesce(F.expr(_FAST_VALID), F.lit(False))
     q = g[12]
     bytes_text = g[15]
     return out.select(
-        *[F.col(c) for c in keep], "raw", "__line", "__utf8", "__long",
-        F.coalesce(ok & F.when(ok, ts).isNotNull(), F.lit(False)).alias("__fast_ok"),
-        F.when(ok, ts).alias("event_time"), g[0].alias("ip"), g[10].alias("method"), g[11].alias("url"),
+        *keep, "raw", "__line", "__utf8", "__long", ok.alias("__fast_ok"),
+        F.when(ok, F.timestamp_seconds(F.expr(_FAST_SECONDS).cast("long"))).alias("event_time"),
+        g[0].alias("ip"), g[10].alias("method"), g[11].alias("url"),
         F.when(q != "", F.expr("substring(__g[12], 2)")).alias("query"), g[13].alias("protocol"),
         g[14].cast("int").alias("status"),
         F.when(bytes_text != "-", bytes_text.cast("long")).alias("bytes"),
@@ -478,21 +495,40 @@ def fast_parts(df, value_col: str = "value"):
     """The pieces of ``parse_batch`` for a caller that inspects the fast path first:
     ``(fast, good, keep)`` — ``fast`` (NOT cached: the caller persists it) has every input
     row with ``__fast_ok``; ``good`` is its fast-parsed rows in ``parse_column``'s layout;
-    ``keep`` the input columns carried along. ``full_rules_of(fast, keep)`` parses the
-    other rows (``parse_column``'s layout too); ``good ∪ full_rules_of`` = ``parse_column``
-    except that ``raw`` is null on the rows of ``good`` (only refused lines need it)."""
+    ``keep`` the input columns carried along (all but ``value_col``). ``full_rules_of(fast,
+    keep)`` parses the other rows (``parse_column``'s layout too); ``good ∪ full_rules_of`` =
+    ``parse_column`` except that ``raw`` is null on the rows of ``good`` (only refused lines
+    need it)."""
+    fast = fast_of(df, value_col)
+    good, keep = good_of(fast)
+    return fast, good, keep
+
+
+def fast_of(df, value_col: str = "value"):
+    """``fast_parts``' ``fast`` alone: projections only, so it also applies to a streaming
+    DataFrame (the detector builds it once for the query, not once per micro-batch)."""
     F = _F()
-    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason")]
+    # the input line itself is not carried (``raw`` has its text): the cache stays small
+    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason", value_col)]
     fast = _fast(_prepare(df, value_col), keep)
     # the line's text is only needed by the rows the fast path refused (full rules,
     # quarantine): nulled for the others, the cached batch is much smaller
     ok = F.col("__fast_ok")
-    fast = fast.select(*[F.when(~ok, F.col(c)).alias(c) if c in ("raw", "__line") else F.col(c)
+    return fast.select(*[F.when(~ok, F.col(c)).alias(c) if c in ("raw", "__line") else F.col(c)
                          for c in fast.columns])
+
+
+_FAST_INTERNAL = ("raw", "__line", "__utf8", "__long", "__fast_ok")
+
+
+def good_of(fast):
+    """``(good, keep)`` of a ``fast_of`` DataFrame (see ``fast_parts``)."""
+    F = _F()
+    keep = [c for c in fast.columns if c not in _FAST_INTERNAL and c not in schemas.EVENT_COLUMNS]
     typed = [F.col(c) for c in keep] + [
         F.col(n).cast(t).alias(n) for n, t in schemas.EVENT_FIELDS] + [
         F.lit(None).cast("string").alias("reason"), F.col("raw")]
-    return fast, fast.where(ok).select(*typed), keep
+    return fast.where(F.col("__fast_ok")).select(*typed), keep
 
 
 def full_rules_of(fast, keep):

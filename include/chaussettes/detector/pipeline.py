@@ -6,9 +6,11 @@ One Structured Streaming query reads the lines once and hands each micro-batch t
 1. reloads the thresholds if a new version is in force (``thresholds.ThresholdsWatcher``
    over ``artifacts.current_thresholds_path``; a bad file is rejected, the last good
    version stays, the reason goes to the log and the status);
-2. parses natively (``sparkparse``): the fast path's result is cached and one
-   aggregation over it gives the batch summary; the full rules are planned (and cached)
-   only for the lines the fast path refused, when there are any;
+2. parses natively (``sparkparse``): the fast path is part of the query's plan
+   (``build_query``: built once, not per batch); its result is cached (without the raw
+   line of the rows it parsed) and one aggregation over it gives the batch summary; the
+   full rules are planned (and cached) only for the lines the fast path refused, when
+   there are any;
 3. counts the batch's events per (kind, key, window) with ``windows.windowed_rates_batch``
    — the same statistic as the calibration — and adds them to the window state
    (``state.DetectorState``, checkpointed per batch) so every touched window has its full
@@ -17,11 +19,13 @@ One Structured Streaming query reads the lines once and hands each micro-batch t
    (vectorised over the collected totals): a breach is alerted as soon as it is visible,
    while its window is still open, and only once per (kind, key, window) — alert ids
    already published are in the state;
-5. publishes the new alerts exactly once (``publish``) — before the file outputs, so
-   they are not delayed by them — then writes the refused lines to the quarantine, the
-   events to the Parquet archive and the error events to JSON
-   (``archive.write_partitioned``: restart-safe), saves the state, writes the status
-   file and, with ``--console``, prints the per-window table.
+5. explains the new alerts (top error URLs / IPs / statuses, counted on the driver from
+   the error rows of their windows) and publishes them exactly once (``publish``) —
+   before the file outputs, so they are not delayed by them — then writes the refused
+   lines to the quarantine, the events to the Parquet archive and the error events to
+   JSON (``archive.write_partitioned``: restart-safe; a batch within one hour is written
+   straight into its partition, without partitioning's sort), saves the state, writes
+   the status file and, with ``--console``, prints the per-window table.
 
 Event time: windows end when the watermark (max event time seen - ``watermark_s``) passes
 them; events for windows already ended are dropped (counted as late).
@@ -42,7 +46,7 @@ from pathlib import Path
 from chaussettes import artifacts, sparkparse, windows
 from chaussettes import thresholds as thresholds_mod
 from chaussettes.detector import alerts as alerts_mod
-from chaussettes.detector.archive import write_partitioned
+from chaussettes.detector.archive import hour_partition, write_partitioned
 from chaussettes.detector.publish import AlertPublisher, published_ids
 from chaussettes.detector.state import DetectorState, StateStore
 from chaussettes.detector.status import StatusWriter
@@ -138,8 +142,12 @@ class BatchProcessor:
         # over it gives the batch summary (rows, offsets, max event time) and tells whether
         # any line needs the full rules. Only then is the (long) full-rules plan built, on
         # those lines only, and cached too. Every output below reads the caches.
-        fast, good, keep = sparkparse.fast_parts(df, "value")
-        fast = fast.persist(StorageLevel.MEMORY_AND_DISK)
+        # the query's DataFrame is already fast-parsed (build_query: its plan is built once,
+        # not per batch); a plain DataFrame of lines (tests, replays) is parsed here
+        if "__fast_ok" not in df.columns:
+            df = sparkparse.fast_of(df, "value")
+        fast = df.persist(StorageLevel.MEMORY_AND_DISK)
+        good, keep = sparkparse.good_of(fast)
         rest = None
         steps: dict[str, float] = {"prepare": round(time.time() - t0, 2)}
         mark = time.time()
@@ -163,6 +171,7 @@ class BatchProcessor:
             n_bad = sum(r["bad"] for r in summary)
             n_good = n_rows - n_bad
             max_ts = max((r["max_ts"] for r in summary if r["max_ts"] is not None), default=None)
+            min_ts = min((r["min_ts"] for r in summary if r["min_ts"] is not None), default=None)
             for r in summary:
                 if r["topic"] is not None and r["partition"] is not None and r["max_offset"] is not None:
                     state.end_offsets.setdefault(r["topic"], {})[str(r["partition"])] = int(r["max_offset"]) + 1
@@ -183,11 +192,13 @@ class BatchProcessor:
             now = dt.datetime.now(dt.UTC)
             if n_bad:
                 write_partitioned(sparkparse.quarantine_of(parsed, F.lit(now.replace(tzinfo=None))),
-                                  self.settings.quarantine_dir, "json", batch_id, "quarantined_at")
+                                  self.settings.quarantine_dir, "json", batch_id, "quarantined_at",
+                                  single=hour_partition(now.timestamp(), now.timestamp()))
             if n_good and self.cfg.archive:
-                write_partitioned(events, self.settings.archive_dir, "parquet", batch_id, "event_time")
+                hour = hour_partition(min_ts, max_ts)  # usually one hour: no partitioning sort
+                write_partitioned(events, self.settings.archive_dir, "parquet", batch_id, "event_time", hour)
                 write_partitioned(events.where(F.col("status") >= F.lit(esm)),
-                                  self.settings.data_dir / "errors", "json", batch_id, "event_time")
+                                  self.settings.data_dir / "errors", "json", batch_id, "event_time", hour)
             step("files")
             if self.cfg.console and n_good:
                 self._console(events, state, length, slide, esm, batch_id)
@@ -217,7 +228,7 @@ class BatchProcessor:
         )
         steps["status"] = round(time.time() - t1, 2)
         self.history.append({"batch_id": batch_id, "rows": n_rows, "duration_s": round(time.time() - t0, 3),
-                             "steps": steps})
+                             "ended_at": time.time(), "steps": steps})
         del self.history[:-1000]
         log.info("batch %d: %d rows (%d quarantined), %d alerts, %.2fs (%s), thresholds v%s",
                  batch_id, n_rows, n_bad, len(new_alerts), t1 - t0,
@@ -246,6 +257,7 @@ class BatchProcessor:
             F.count(F.lit(1)).alias("rows"),
             F.sum((~ok).cast("long")).alias("rest"),
             F.max(F.when(ok, F.unix_micros(F.col("event_time")))).alias("max_us"),
+            F.min(F.when(ok, F.unix_micros(F.col("event_time")))).alias("min_us"),
             F.max(offset).alias("max_offset"),
         ).collect()
         out = []
@@ -254,6 +266,7 @@ class BatchProcessor:
             d["rest"] = int(d["rest"] or 0)
             d["bad"] = 0
             d["max_ts"] = d.pop("max_us") / 1e6 if d["max_us"] is not None else None
+            d["min_ts"] = d.pop("min_us") / 1e6 if d["min_us"] is not None else None
             out.append(d)
         return out
 
@@ -269,12 +282,16 @@ class BatchProcessor:
         for r in rest.groupBy(topic.alias("topic"), part.alias("partition")).agg(
                 F.sum(F.col("reason").isNotNull().cast("long")).alias("bad"),
                 F.max(F.when(F.col("reason").isNull(), F.unix_micros(F.col("event_time")))).alias("max_us"),
+                F.min(F.when(F.col("reason").isNull(), F.unix_micros(F.col("event_time")))).alias("min_us"),
         ).collect():
             d = by_key[(r["topic"], r["partition"])]
             d["bad"] = int(r["bad"] or 0)
             if r["max_us"] is not None:
                 ts = r["max_us"] / 1e6
                 d["max_ts"] = ts if d["max_ts"] is None else max(d["max_ts"], ts)
+            if r["min_us"] is not None:
+                ts = r["min_us"] / 1e6
+                d["min_ts"] = ts if d["min_ts"] is None else min(d["min_ts"], ts)
 
     def _merge_rates(self, events, state: DetectorState, length: int, slide: int, esm: int):
         from pyspark.sql import functions as F
@@ -343,34 +360,27 @@ class BatchProcessor:
 
     def _explain(self, events, new_alerts: list[dict], esm: int, th) -> None:
         """Top error URLs / IPs / statuses of each alert's window, from this batch's events
-        (the batch that made the breach visible), then rebuild the explanation text."""
-        from pyspark.sql import Window
+        (the batch that made the breach visible), then rebuild the explanation text.
+
+        One Spark stage, no shuffle: the error events that can belong to an alert (in the
+        alerts' time span; of an alerted IP or URL unless an alert is global) come back to
+        the driver (Arrow) and are counted there (``_top_errors``) — cheaper than a join,
+        an aggregation and a sort in Spark, each one more job."""
         from pyspark.sql import functions as F
 
-        spec = self.spark.createDataFrame(
-            [(a["alert_id"], a["kind"], a["key"], _epoch(a["window_start"]), _epoch(a["window_end"]))
-             for a in new_alerts],
-            "alert_id string, kind string, key string, ws double, we double",
-        )
-        errors = events.where(F.col("status") >= F.lit(esm)).select(
-            F.unix_micros("event_time").alias("t"), "ip", "url", F.col("status").cast("string").alias("status"))
-        matched = errors.join(F.broadcast(spec), on=(
-            (F.col("t") >= F.col("ws") * 1e6) & (F.col("t") < F.col("we") * 1e6)
-            & ((F.col("kind") == "global") | ((F.col("kind") == "ip") & (F.col("ip") == F.col("key")))
-               | ((F.col("kind") == "url") & (F.col("url") == F.col("key"))))))
-        dims = F.explode(F.array(
-            F.struct(F.lit("url").alias("dim"), F.col("url").alias("value")),
-            F.struct(F.lit("ip").alias("dim"), F.col("ip").alias("value")),
-            F.struct(F.lit("status").alias("dim"), F.col("status").alias("value")),
-        )).alias("d")
-        counted = matched.select("alert_id", "kind", dims).select("alert_id", "kind", "d.dim", "d.value") \
-            .where(F.col("value").isNotNull() & (F.col("dim") != F.col("kind"))) \
-            .groupBy("alert_id", "dim", "value").count()
-        rank = F.row_number().over(Window.partitionBy("alert_id", "dim").orderBy(F.desc("count"), "value"))
-        tops: dict[str, dict[str, list]] = {}
-        for r in counted.withColumn("rank", rank).where(F.col("rank") <= alerts_mod.TOP_N).orderBy(
-                "alert_id", "dim", "rank").collect():
-            tops.setdefault(r["alert_id"], {}).setdefault(r["dim"], []).append((r["value"], int(r["count"])))
+        spans = [(a, int(_epoch(a["window_start"]) * 1e6), int(_epoch(a["window_end"]) * 1e6)) for a in new_alerts]
+        t = F.unix_micros("event_time")
+        cond = (F.col("status") >= F.lit(esm)) & (t >= F.lit(min(s for _, s, _ in spans))) \
+            & (t < F.lit(max(e for _, _, e in spans)))
+        if not any(a["kind"] == "global" for a in new_alerts):
+            keys = F.lit(False)
+            for kind in ("ip", "url"):
+                wanted = sorted({a["key"] for a in new_alerts if a["kind"] == kind})
+                if wanted:
+                    keys = keys | F.col(kind).isin(wanted)
+            cond = cond & keys
+        errors = events.where(cond).select(t.alias("t"), "ip", "url", F.col("status").cast("string").alias("status"))
+        tops = _top_errors(errors.toPandas(), spans)
         for a in new_alerts:
             a["explanation"] = alerts_mod.explanation(a["kind"], a["key"], a["requests"], a["errors"],
                                                       a["error_rate"], a["threshold"], tops.get(a["alert_id"]))
@@ -404,6 +414,37 @@ class BatchProcessor:
             window = f"{alerts_mod.iso(key[0])} .. {alerts_mod.iso(key[1])[11:]}"
             lines.append(f"{window:<41} {key[2]:>6} {n:>11} {len(ips):>10}")
         print("\n".join(lines), flush=True)
+
+
+def _top_errors(pdf, spans) -> dict[str, dict[str, list[tuple[str, int]]]]:
+    """alert_id -> dimension -> the ``TOP_N`` (value, count) of the error rows ``pdf``
+    (columns t in epoch µs, ip, url, status) in each alert's window and of its key; count
+    descending, then value. Counted once per (window, kind, dimension) for all the alerts
+    that share it: a global spike can raise hundreds of alerts in one batch."""
+    by_window: dict[tuple[int, int], list[dict]] = {}
+    for a, ws, we in spans:
+        by_window.setdefault((ws, we), []).append(a)
+    tops: dict[str, dict[str, list[tuple[str, int]]]] = {}
+    for (ws, we), group in by_window.items():
+        rows = pdf[(pdf["t"] >= ws) & (pdf["t"] < we)]
+        for kind in ("global", "ip", "url"):
+            ids = {a["key"]: a["alert_id"] for a in group if a["kind"] == kind}
+            if not ids:
+                continue
+            for dim in alerts_mod.EXPLAIN_DIMS[kind]:
+                if kind == "global":
+                    sub = rows[[dim]].dropna().assign(k="*")
+                else:
+                    sub = rows.loc[rows[kind].isin(list(ids)), [kind, dim]].dropna().rename(columns={kind: "k"})
+                if sub.empty:
+                    continue
+                counts = sub.groupby(["k", dim]).size().reset_index(name="n")
+                counts = counts.sort_values(["k", "n", dim], ascending=[True, False, True], kind="stable")
+                for key, part in counts.groupby("k", sort=False):
+                    top = [(str(v), int(n)) for v, n in zip(part[dim].head(alerts_mod.TOP_N),
+                                                            part["n"].head(alerts_mod.TOP_N), strict=True)]
+                    tops.setdefault(ids[key], {})[dim] = top
+    return tops
 
 
 def _epoch(iso_text: str) -> float:
@@ -447,7 +488,7 @@ def build_query(spark, settings, cfg: DetectorConfig, status: StatusWriter):
     checkpoint.mkdir(parents=True, exist_ok=True)
     for key, value in DETECTOR_SPARK_CONF.items():  # also on a session built elsewhere
         spark.conf.set(key, value)
-    lines = read_source(spark, settings, cfg)
+    lines = sparkparse.fast_of(read_source(spark, settings, cfg), "value")
     processor = BatchProcessor(spark, settings, cfg, checkpoint, status)
     writer = lines.writeStream.queryName("chaussettes_detector").foreachBatch(processor) \
         .option("checkpointLocation", str(checkpoint / "spark"))
