@@ -45,7 +45,7 @@ bench: $(STAMP)  ## run the benchmarks; figures in bench/results/latest.{json,md
 dist: $(STAMP)  ## build the --py-files zip for spark-submit
 	$(PY) -m chaussettes dist
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff on every Python folder (CI runs it before the tests)
 	$(VENV)/bin/ruff check include jobs dags plugins tests bench
 
 pins:  ## regenerate requirements.txt from requirements.in in a scratch venv
