@@ -33,6 +33,7 @@ history, target unreachable, ...), 2 bad usage. Errors are one line on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -310,7 +311,12 @@ def read_history(spark, args, settings):
         lines = reader.load().select("value")
     from pyspark import StorageLevel
 
-    parsed = sparkparse.parse_column(lines, "value").persist(StorageLevel.MEMORY_AND_DISK)
+    # The fast path's result is cached (the line's text kept only where it failed) and the
+    # full rules run on those rows only: the input is read and the regex run once, where
+    # parse_column's two branches would read it twice.
+    fast, good, keep = sparkparse.fast_parts(lines, "value")
+    fast = fast.persist(StorageLevel.MEMORY_AND_DISK)
+    parsed = good.unionByName(sparkparse.full_rules_of(fast, keep)).persist(StorageLevel.MEMORY_AND_DISK)
     counts = {r.reason: int(r.n) for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
     good = counts.pop(None, 0)
     info["lines"] = good + sum(counts.values())
@@ -323,7 +329,7 @@ def read_history(spark, args, settings):
         raise cal.CalibrationError(
             f"{args.source} {info['input']}: no parseable line among {info['lines']} ({reasons})")
     events = cal.bound_events(sparkparse.events_of(parsed), args.start, args.end)
-    info["_persisted"] = parsed
+    info["_persisted"] = [parsed, fast]
     return events, info
 
 
@@ -390,12 +396,14 @@ def main(argv=None, spark=None) -> int:
         print(f"{PROG}: error: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
     finally:
-        if info.get("_persisted") is not None:
-            info["_persisted"].unpersist()
+        steps = [cached.unpersist for cached in info.get("_persisted") or ()]
         if restore_scan is not None and not own_session:
-            restore_scan()
+            steps.append(restore_scan)
         if own_session and spark is not None:
-            spark.stop()
+            steps.append(spark.stop)
+        for step in steps:  # after a dead JVM, the error printed above is the one that matters
+            with contextlib.suppress(Exception):
+                step()
 
 
 if __name__ == "__main__":
