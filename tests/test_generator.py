@@ -442,7 +442,10 @@ def test_stack_component_runs_and_reports_health(settings, new_topic):
     log = settings.run_dir / "logs" / "generator.log"
     proc = procs.start(comp.argv, log, env=env)
     try:
-        assert procs.wait_until(comp.healthy, 30), procs.tail(log)
+        # healthy = a fresh heartbeat, which the first one is before any line is sent:
+        # wait for lines too, or a stop right away would leave nothing to check below
+        assert procs.wait_until(
+            lambda: comp.healthy() and (gen_component.heartbeat(settings) or {}).get("lines", 0) > 0, 30), procs.tail(log)
         doc = gen_component.heartbeat(settings)
         assert doc["sink"] == f"kafka {settings.bootstrap_servers} topic {settings.topic_logs}"
         assert len(doc["bad_ips"]) == 2 and len(doc["bad_urls"]) == 1
