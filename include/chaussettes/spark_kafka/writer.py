@@ -96,9 +96,6 @@ class _Publisher:
         self.count = 0
         self._fatal: str | None = None
 
-    def release(self) -> None:
-        """Done with this producer (kept for the next batch when it is a reused one)."""
-
     def _on_delivery(self, err, msg) -> None:
         if err is not None and len(self.errors) < 5:
             self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
@@ -203,16 +200,8 @@ def marker_group(prefix: str, sink_id: str, part: int) -> str:
 _DRIVER_PUBLISHERS: dict[tuple, _Publisher] = {}
 
 
-def _transactional_publisher(cfg: WriteConfig, name: str, reuse: bool) -> _Publisher:
-    key = (name, cfg.servers, tuple(sorted(cfg.client.items())))
-    pub = _DRIVER_PUBLISHERS.pop(key, None) if reuse else None
-    if pub is None:
-        pub = _Publisher(cfg, transactional_id=name)
-        pub.producer.init_transactions(cfg.timeout_s)
-    pub.count, pub.errors = 0, []
-    if reuse:
-        pub.release = lambda: _DRIVER_PUBLISHERS.__setitem__(key, pub)
-    return pub
+def _publisher_key(cfg: WriteConfig, name: str) -> tuple:
+    return (name, cfg.servers, tuple(sorted(cfg.client.items())))
 
 
 def publish_once(cfg: WriteConfig, sink_id: str, part: int, batch_id: int, batches, *,
@@ -227,12 +216,18 @@ def publish_once(cfg: WriteConfig, sink_id: str, part: int, batch_id: int, batch
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     name = marker_group(cfg.transactional_id_prefix, sink_id, part)
+    key = _publisher_key(cfg, name)
+    # taken out while in use: put back only after a success
+    pub = _DRIVER_PUBLISHERS.pop(key, None) if reuse_producer else None
     consumer = Consumer({**cfg.client, "bootstrap.servers": cfg.servers, "group.id": name,
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     marker = TopicPartition(cfg.topic, 0)
     try:
         try:
-            pub = _transactional_publisher(cfg, name, reuse_producer)
+            if pub is None:
+                pub = _Publisher(cfg, transactional_id=name)
+                pub.producer.init_transactions(cfg.timeout_s)
+            pub.count, pub.errors = 0, []
             done = consumer.committed([marker], timeout=cfg.timeout_s)[0].offset
         except KafkaException as exc:
             raise KafkaWriteError(f"Kafka at {cfg.servers}: cannot start a transaction for "
@@ -240,26 +235,36 @@ def publish_once(cfg: WriteConfig, sink_id: str, part: int, batch_id: int, batch
         if done > batch_id:
             for _ in batches:  # drain the input; this batch is already in Kafka
                 pass
-            pub.release()
-            return 0, True
-        pub.producer.begin_transaction()
-        try:
-            count = pub.publish(batches, cfg.topic)
-            pub.flush()
-            pub.producer.send_offsets_to_transaction(
-                [TopicPartition(cfg.topic, 0, batch_id + 1)], consumer.consumer_group_metadata(),
-                cfg.timeout_s)
-            pub.producer.commit_transaction(cfg.timeout_s)
-            pub.release()
-        except Exception:
-            try:
-                pub.producer.abort_transaction(cfg.timeout_s)
-            except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
-                log.debug("aborting transaction %s: %s", name, exc)
-            raise
-        return count, False
+            result = (0, True)
+        else:
+            result = (_publish_in_transaction(pub, cfg, consumer, name, batch_id, batches), False)
+        if reuse_producer:
+            _DRIVER_PUBLISHERS[key] = pub
+        return result
     finally:
         consumer.close()
+
+
+def _publish_in_transaction(pub: _Publisher, cfg: WriteConfig, consumer, name: str, batch_id: int,
+                            batches) -> int:
+    """``batches`` and the "batch_id published" marker in one transaction (aborted on any error)."""
+    from confluent_kafka import TopicPartition
+
+    pub.producer.begin_transaction()
+    try:
+        count = pub.publish(batches, cfg.topic)
+        pub.flush()
+        pub.producer.send_offsets_to_transaction(
+            [TopicPartition(cfg.topic, 0, batch_id + 1)], consumer.consumer_group_metadata(),
+            cfg.timeout_s)
+        pub.producer.commit_transaction(cfg.timeout_s)
+    except Exception:
+        try:
+            pub.producer.abort_transaction(cfg.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
+            log.debug("aborting transaction %s: %s", name, exc)
+        raise
+    return count
 
 
 def _crash_hook(batch_id: int) -> None:
@@ -380,8 +385,7 @@ def write_batch(df, batch_id: int, options: Mapping[str, str], sink_id: str | No
     # Collected and published by the driver: for alerts-sized batches this saves the shuffle
     # and the task of a one-partition Spark job (0.4 s per micro-batch measured here).
     table = df.select(*[F.col(c) for c in wanted]).toArrow()
-    name = marker_group(cfg.transactional_id_prefix, sink_id, 0)
-    reused = any(key[0] == name for key in _DRIVER_PUBLISHERS)
+    reused = _publisher_key(cfg, marker_group(cfg.transactional_id_prefix, sink_id, 0)) in _DRIVER_PUBLISHERS
     try:
         count, _ = publish_once(cfg, sink_id, 0, int(batch_id), iter(table.to_batches()),
                                 reuse_producer=True)
