@@ -6,6 +6,7 @@ Airflow standalone's scheduler, triggerer, api-server...) go too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -94,20 +95,20 @@ def stop_group(pgid: int, timeout_s: float = 15.0) -> bool:
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
+            reap(pgid)
             return True
         except PermissionError:
             return False
         if wait_until(lambda: not group_members(pgid), wait, 0.1):
-            _reap(pgid)
+            reap(pgid)
             return True
     return not group_members(pgid)
 
 
-def _reap(pid: int) -> None:
-    try:
+def reap(pid: int) -> None:
+    """Collect the exit status of ``pid`` if it is a finished child of ours (no zombie left)."""
+    with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def first_busy(ports: Iterable[int]) -> int | None:

@@ -39,7 +39,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -103,11 +102,6 @@ def _proc_start_ticks(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def total_lag(status: dict | None, latest_offsets: dict | None = None) -> int | None:
@@ -347,7 +341,7 @@ class Supervisor:
         if not info or not isinstance(info.get("pid"), int):
             return False
         pid = info["pid"]
-        _reap(pid)
+        procs.reap(pid)
         ticks = _proc_start_ticks(pid)
         return ticks is not None and ticks == info.get("start_ticks", ticks)
 
@@ -420,35 +414,18 @@ class Supervisor:
         if not info:
             return True
         pgid = int(info.get("pgid") or info["pid"])
-        ok = self._stop_group(pgid, self.stop_timeout_s if timeout_s is None else timeout_s)
+        ok = procs.stop_group(pgid, self.stop_timeout_s if timeout_s is None else timeout_s)
         self._event("stop", reason=reason, pid=info.get("pid"), clean=ok)
         with contextlib.suppress(FileNotFoundError):
             if ok:
                 self.pid_path.unlink()
         return ok
 
-    def _stop_group(self, pgid: int, timeout_s: float) -> bool:
-        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                _reap(pgid)
-                return True
-            except PermissionError:
-                return False
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                _reap(pgid)
-                if not procs.group_members(pgid):
-                    return True
-                time.sleep(0.1)
-        return not procs.group_members(pgid)
-
     def _kill_leftovers(self, info: dict | None) -> None:
         # The main process is gone but children of the old group may live on (a Python driver
         # whose JVM was killed): they would still write to the checkpoint.
         if info and info.get("pgid") and procs.group_members(int(info["pgid"])):
-            self._stop_group(int(info["pgid"]), 5.0)
+            procs.stop_group(int(info["pgid"]), 5.0)
 
     # ---- health
     def latest_offsets(self) -> dict | None:
