@@ -11,8 +11,10 @@ speed of the rest of the query.
   partition and offset when the input has them, and the time it was quarantined.
 
 ``parse_column(df, value_col)`` is the single pass underneath: every input row with the
-event columns, ``reason`` (null for a good line) and ``raw``; the detector uses it to
-parse once and split afterwards. ``tests/test_sparkparse.py`` checks that it agrees with
+event columns, ``reason`` (null for a good line) and ``raw``. The detector and the
+calibration use its pieces (``fast_of`` / ``fast_parts``, ``good_of``, ``full_rules_of``)
+to cache the one-regex fast path and run the full rules only on the lines it refused.
+``tests/test_sparkparse.py`` checks that it agrees with
 ``logformat.parse`` on every line of ``tests/corpus/tricky_lines.jsonl``.
 
 Speed: a regular expression that captures several groups is evaluated once per line
@@ -453,46 +455,15 @@ def parse_column(df, value_col: str = "value"):
     and ``raw`` (the line as text). ``value_col`` may be a string or a binary column.
 
     The plan has two branches over the same input (fast path, full rules for the rest)
-    joined by a union: give it a cached DataFrame (as the detector does in each
-    micro-batch) so that the input is read once."""
-    F = _F()
+    joined by a union: give it a cached DataFrame so that the input is read once, or use
+    ``fast_parts`` and cache its ``fast`` (the detector and the calibration do)."""
     keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason")]
     fast = _fast(_prepare(df, value_col), keep)
-    typed = [F.col(c) for c in keep] + [
-        F.col(n).cast(t).alias(n) for n, t in schemas.EVENT_FIELDS] + [
-        F.lit(None).cast("string").alias("reason"), F.col("raw")]
-    good = fast.where(F.col("__fast_ok")).select(*typed)
-    rest = _full(fast.where(~F.col("__fast_ok")).select(*[F.col(c) for c in keep], "raw", "__line", "__utf8", "__long"),
-                 keep)
-    return good.unionByName(rest)
-
-
-def parse_batch(df, value_col: str = "value"):
-    """``parse_column`` for a micro-batch (a batch DataFrame, read several times):
-    the fast path's result is cached and the full rules are planned only when some line
-    needs them — planning that long chain of projections costs seconds, and a normal
-    batch of well-formed Combined lines does not need it. Returns ``(parsed, cached)``;
-    the caller unpersists ``cached`` when done."""
-    from pyspark import StorageLevel
-
-    F = _F()
-    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason")]
-    fast = _fast(_prepare(df, value_col), keep).persist(StorageLevel.MEMORY_AND_DISK)
-    typed = [F.col(c) for c in keep] + [
-        F.col(n).cast(t).alias(n) for n, t in schemas.EVENT_FIELDS] + [
-        F.lit(None).cast("string").alias("reason"), F.col("raw")]
-    good = fast.where(F.col("__fast_ok")).select(*typed)
-    if fast.where(~F.col("__fast_ok")).limit(1).count() == 0:
-        return good, fast
-    rest = _full(fast.where(~F.col("__fast_ok")).select(*[F.col(c) for c in keep], "raw", "__line", "__utf8",
-                                                          "__long"), keep)
-    parsed = good.unionByName(rest)
-    parsed._chaussettes_full = True  # the caller may cache it (see the detector)
-    return parsed, fast
+    return _fast_events(fast, keep).unionByName(full_rules_of(fast, keep))
 
 
 def fast_parts(df, value_col: str = "value"):
-    """The pieces of ``parse_batch`` for a caller that inspects the fast path first:
+    """The pieces of ``parse_column`` for a caller that caches the fast path first:
     ``(fast, good, keep)`` — ``fast`` (NOT cached: the caller persists it) has every input
     row with ``__fast_ok``; ``good`` is its fast-parsed rows in ``parse_column``'s layout;
     ``keep`` the input columns carried along (all but ``value_col``). ``full_rules_of(fast,
@@ -523,12 +494,17 @@ _FAST_INTERNAL = ("raw", "__line", "__utf8", "__long", "__fast_ok")
 
 def good_of(fast):
     """``(good, keep)`` of a ``fast_of`` DataFrame (see ``fast_parts``)."""
-    F = _F()
     keep = [c for c in fast.columns if c not in _FAST_INTERNAL and c not in schemas.EVENT_COLUMNS]
+    return _fast_events(fast, keep), keep
+
+
+def _fast_events(fast, keep):
+    """The rows the fast path parsed, in ``parse_column``'s layout."""
+    F = _F()
     typed = [F.col(c) for c in keep] + [
         F.col(n).cast(t).alias(n) for n, t in schemas.EVENT_FIELDS] + [
         F.lit(None).cast("string").alias("reason"), F.col("raw")]
-    return fast.where(F.col("__fast_ok")).select(*typed), keep
+    return fast.where(F.col("__fast_ok")).select(*typed)
 
 
 def full_rules_of(fast, keep):
