@@ -569,21 +569,15 @@ def _compress_partition(batches, steps, slide_s, length_s, lo_us, hi_us, split_u
     ], names=["segment", "kind", "key", "requests", "errors", "windows"])
 
 
-def _weight(rates_df):
-    """How many windows a row stands for: ``windows`` after ``compress_rates``, else 1."""
-    from pyspark.sql import functions as F
-
-    return F.col("windows") if "windows" in rates_df.columns else F.lit(1)
-
-
 def rate_summary(rates_df) -> dict[str, Any]:
     """Counts of windows per segment and kind, the in-sample overall error rate and the
     median requests per window of each kind (for min_requests) — from a small histogram
     of window sizes (exact, and much cheaper than a percentile over every window).
-    ``rates_df``: ``compute_rates``'s windows, or their ``compress_rates``."""
+    ``rates_df``: compressed windows (``compressed_rates``), each row standing for
+    ``windows`` windows."""
     from pyspark.sql import functions as F
 
-    w = _weight(rates_df)
+    w = F.col("windows")
     rows = rates_df.groupBy("segment", "kind", "requests").agg(
         F.sum(w).alias("windows"), F.sum(F.col("errors") * w).alias("errors")).collect()
     out: dict[str, Any] = {"windows": {}, "median_requests": {}, "requests": 0, "errors": 0}
@@ -613,20 +607,17 @@ def judged_sample(rates_df, min_requests: Mapping[str, int]):
     for kind, n in min_requests.items():
         c = (F.col("kind") == F.lit(kind)) & (F.col("requests") >= F.lit(int(n)))
         cond = c if cond is None else (cond | c)
-    cols = ["kind", "key", "error_rate"] + (["windows"] if "windows" in rates_df.columns else [])
-    frame = rates_df.where((F.col("segment") == F.lit("in")) & cond).select(*cols).toPandas()
-    if "windows" in frame.columns:
-        frame = frame.loc[frame.index.repeat(frame["windows"].to_numpy())].drop(columns="windows")
-        frame = frame.reset_index(drop=True)
-    return frame
+    frame = rates_df.where((F.col("segment") == F.lit("in")) & cond).select(
+        "kind", "key", "error_rate", "windows").toPandas()
+    return frame.loc[frame.index.repeat(frame["windows"].to_numpy())].drop(columns="windows") \
+        .reset_index(drop=True)
 
 
 def replay(rates_df, thresholds: th.Thresholds) -> dict[str, Any]:
     """Judge the windows exactly as the detector does (``judge.judge``) and count, per
     segment and kind — each row weighted by the windows it stands for."""
     judged = judge_mod.judge(rates_df, thresholds)
-    weight = "windows" if "windows" in rates_df.columns else None
-    rows = judge_mod.replay_counts(judged, by=["segment", "kind"], weight=weight)
+    rows = judge_mod.replay_counts(judged, by=["segment", "kind"], weight="windows")
     figures: dict[str, Any] = {}
     for seg in ("in", "out", "all"):
         sel = [r for r in rows if seg == "all" or r["segment"] == seg]
