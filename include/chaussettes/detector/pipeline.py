@@ -248,10 +248,8 @@ class BatchProcessor:
         and the max event time of the fast-parsed rows (one job; it fills the cache)."""
         from pyspark.sql import functions as F
 
-        cols = set(fast.columns)
-        topic = F.col("topic") if "topic" in cols else F.lit(None).cast("string")
-        part = F.col("partition") if "partition" in cols else F.lit(None).cast("int")
-        offset = F.col("offset") if "offset" in cols else F.lit(None).cast("long")
+        topic, part = _source_partition(fast)
+        offset = F.col("offset") if "offset" in fast.columns else F.lit(None).cast("long")
         ok = F.col("__fast_ok")
         rows = fast.groupBy(topic.alias("topic"), part.alias("partition")).agg(
             F.count(F.lit(1)).alias("rows"),
@@ -275,9 +273,7 @@ class BatchProcessor:
         """Quarantined rows and max event time of the full-rules rows, into ``summary``."""
         from pyspark.sql import functions as F
 
-        cols = set(rest.columns)
-        topic = F.col("topic") if "topic" in cols else F.lit(None).cast("string")
-        part = F.col("partition") if "partition" in cols else F.lit(None).cast("int")
+        topic, part = _source_partition(rest)
         by_key = {(r["topic"], r["partition"]): r for r in summary}
         for r in rest.groupBy(topic.alias("topic"), part.alias("partition")).agg(
                 F.sum(F.col("reason").isNotNull().cast("long")).alias("bad"),
@@ -414,6 +410,15 @@ class BatchProcessor:
             window = f"{alerts_mod.iso(key[0])} .. {alerts_mod.iso(key[1])[11:]}"
             lines.append(f"{window:<41} {key[2]:>6} {n:>11} {len(ips):>10}")
         print("\n".join(lines), flush=True)
+
+
+def _source_partition(df):
+    """(topic, partition) columns of a batch; nulls for sources without them (files, socket)."""
+    from pyspark.sql import functions as F
+
+    topic = F.col("topic") if "topic" in df.columns else F.lit(None).cast("string")
+    part = F.col("partition") if "partition" in df.columns else F.lit(None).cast("int")
+    return topic, part
 
 
 def _top_errors(pdf, spans) -> dict[str, dict[str, list[tuple[str, int]]]]:
