@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from chaussettes import settings as settings_mod
+from chaussettes import sparkconf
 from chaussettes import thresholds as th
 from chaussettes.orchestration import calibration, common, history
 from chaussettes.orchestration.triggers import DetectorHealthTrigger, HistoryTrigger
@@ -81,7 +82,8 @@ def test_plan_builds_the_job_arguments(conf):
     assert args[args.index("--input") + 1] == str(conf.archive_dir)
     assert args[args.index("--min-requests") + 1] == "global=50,ip=auto,url=auto"
     assert args[args.index("--window-length") + 1] == "60"
-    assert p["spark_conf"] == {"spark.cores.max": "1"}  # of the 2 worker cores; the detector has 1
+    assert p["spark_conf"]["spark.cores.max"] == "1"  # of the 2 worker cores; the detector has 1
+    assert p["spark_conf"]["spark.driver.extraJavaOptions"] == sparkconf.JVM_OPTIONS
     assert p["candidate"].startswith(str(conf.artifacts_dir / "thresholds" / "candidates"))
     with pytest.raises(ValueError, match="files source needs an input"):
         calibration.plan({**params, "source": "files"}, ctx, conf)

@@ -163,6 +163,33 @@ def test_vectorised_judge_agrees_with_judge_one():
             assert (rec["error_rate"], rec["threshold"], rec["requests"]) == (j.error_rate, j.threshold, r[4])
 
 
+def test_batch_rates_equal_the_windowed_statistic(spark):
+    """The detector's per-batch window counts (Spark bucket counts, numpy window sums on
+    the driver) are exactly ``windows.windowed_rates_all``'s rows: every kind, several
+    window shapes, times before 1970, null times, keys and statuses."""
+    import random
+
+    from chaussettes import windows
+    from chaussettes.detector.pipeline import batch_rates
+    from pyspark.sql import functions as F
+
+    rnd = random.Random(3)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    rows = [(None if rnd.random() < 0.02 else t0 + dt.timedelta(seconds=rnd.uniform(-90, 400)),
+             None if rnd.random() < 0.03 else f"10.0.0.{rnd.randint(1, 9)}", "GET", f"/p{rnd.randint(1, 5)}",
+             None, "HTTP/1.1", None if rnd.random() < 0.03 else rnd.choice([200, 200, 301, 404, 500]), 1, None, None)
+            for _ in range(1500)]
+    rows += [(dt.datetime(1969, 12, 31, 23, 59, 55, tzinfo=dt.UTC), "10.9.9.9", "GET", "/old", None, None, 500,
+              1, None, None)]
+    events = spark.createDataFrame(rows, schema=schemas.spark_schema(schemas.EVENT_FIELDS))
+    for length, slide, esm in ((60, 10, 400), (30, 30, 500), (20, 5, 400)):
+        want = windows.windowed_rates_all(events, length, slide, esm).select(
+            "kind", "key", F.unix_seconds("window_start"), F.unix_seconds("window_end"), "requests", "errors")
+        got = batch_rates(events, length, slide, esm)
+        assert sorted(map(tuple, got.itertuples(index=False))) == sorted(tuple(r) for r in want.collect())
+    assert batch_rates(events.limit(0), 60, 10, 400).empty
+
+
 def test_top_errors_per_alert_window_and_key():
     """The alert explanation's counting (driver side, one pass per window): per alert the
     top values of its dimensions among the error rows of its window and key, count

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from chaussettes import procs
+from chaussettes import procs, sparkconf
 from chaussettes import settings as settings_mod
 from chaussettes import supervisor as sv
 from chaussettes.schemas import STATUS_KEYS
@@ -250,6 +250,7 @@ def test_default_command_is_the_detector_and_leaves_cores_to_the_calibration(con
     argv = sv.Supervisor(conf).detector_argv()
     assert argv[0].endswith("spark-submit") and argv[argv.index("--master") + 1] == conf.spark_master
     assert "spark.cores.max=1" in argv
+    assert f"spark.driver.extraJavaOptions={sparkconf.JVM_OPTIONS}" in argv  # set at JVM launch
     assert argv[argv.index("--checkpoint") + 1] == str(conf.checkpoint_dir / "detector")
     assert any(a.endswith("jobs/stream_detector.py") for a in argv)
     local = sv.Supervisor(conf, master="local[2]", trigger="5s", extra_args=["--no-archive"]).detector_argv()

@@ -143,7 +143,7 @@ CSV_START_RE = re.compile(r'"?[0-9]{4}-[0-9]{2}-[0-9]{2}')
 STATUS_RE = re.compile(r"[0-9]{3}")
 DIGITS_RE = re.compile(r"[0-9]+")
 _UNESCAPE_RE = re.compile(r'\\(["\\])')
-_TRIM = " \t\r\n"
+TRIM = " \t\r\n"  # stripped from both ends of a line
 _MAX_LONG = 2**63 - 1
 
 
@@ -284,7 +284,7 @@ def parse(line: str | bytes) -> Event | Invalid:
             return _INVALID["not_utf8"]
     if len(line) > MAX_LINE_LENGTH:
         return _INVALID["too_long"]
-    line = line.strip(_TRIM)
+    line = line.strip(TRIM)
     if not line:
         return _INVALID["empty"]
     try:

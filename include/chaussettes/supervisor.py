@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaussettes import atomicfile, procs, security
+from chaussettes import atomicfile, procs, security, sparkconf
 
 HEALTHY, STARTING, STALLED, DEAD = "healthy", "starting", "stalled", "dead"
 STATES = (HEALTHY, STARTING, STALLED, DEAD)
@@ -293,10 +293,10 @@ class Supervisor:
         repo = Path(__file__).resolve().parents[2]
         spark_submit = Path(sys.executable).with_name("spark-submit")
         master = self.master or self.settings.spark_master
-        conf = []
+        conf = sparkconf.submit_conf()
         if master.startswith("spark://"):
             # A standalone app takes every free core by default: leave the calibration its share.
-            conf = ["--conf", f"spark.cores.max={detector_cores(self.settings)}"]
+            conf += ["--conf", f"spark.cores.max={detector_cores(self.settings)}"]
         return [
             str(spark_submit) if spark_submit.exists() else "spark-submit",
             "--master", master,

@@ -61,10 +61,11 @@ def plan(params: dict[str, Any], context, settings) -> dict[str, Any]:
     mins = {kind: params.get(field) for kind, field in MIN_REQUESTS_FIELDS.items()}
     args += ["--min-requests", ",".join(f"{k}={'auto' if v in (None, '') else int(v)}"
                                         for k, v in mins.items())]
+    from chaussettes import sparkconf
     from chaussettes.supervisor import calibration_cores
 
     # On a standalone cluster the streaming detector keeps its cores; ignored by local[*].
-    spark_conf = {"spark.cores.max": str(calibration_cores(settings))}
+    spark_conf = {**sparkconf.JVM_CONF, "spark.cores.max": str(calibration_cores(settings))}
     return {"start": iso(start), "end": iso(end), "source": source, "input": str(input_),
             "candidate": str(candidate), "application_args": args, "spark_conf": spark_conf}
 
