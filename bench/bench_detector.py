@@ -8,6 +8,8 @@
   2 M gives the same steady rate in a minute less). The figure is the steady state: rows of the batches after the first over the time from the end of the
   first batch to the end of the last (the first carries the query start-up); the rate
   of the whole run including start-up is in the note.
+  "CPU per event" is the CPU time every process of the run used over the same stretch
+  (Spark's JVM, its Python workers, the broker) per event: the load-independent view.
 - latency: live traffic from the generator at ``BENCH_DETECTOR_RATE`` lines/s (default
   20,000) with injected incidents (IP flood, URL outage, global spike), detector on the
   default 10 s trigger; time from each incident's start to its first alert read on the
@@ -77,6 +79,31 @@ def _run_detector(spark, settings, cfg):
     return query, processor
 
 
+class _CpuSampler:
+    """CPU seconds used by this process and its children (the Spark JVM and its Python
+    workers, the broker), sampled every 0.2 s; ``at(t)``: the last sample before t."""
+
+    def __init__(self):
+        from chaussettes import procs
+
+        self.samples: list[tuple[float, float]] = []
+        self._done = threading.Event()
+
+        def run():
+            while not self._done.wait(0.2):
+                self.samples.append((time.time(), procs.tree_cpu_seconds(os.getpid())))
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def at(self, t: float) -> float:
+        return max((c for when, c in self.samples if when <= t), default=0.0)
+
+
 def throughput(ctx) -> list[dict]:
     from chaussettes.detector.pipeline import DetectorConfig
 
@@ -93,10 +120,12 @@ def throughput(ctx) -> list[dict]:
     spark = ctx.spark()
     cfg = DetectorConfig(source="kafka", trigger="available-now", checkpoint=ctx.tmp / "ckpt-throughput",
                          topic=topic, alerts_topic=alerts, max_offsets_per_trigger=batch)
+    cpu = _CpuSampler()
     t0 = time.time()
     query, processor = _run_detector(spark, settings, cfg)
     query.awaitTermination()
     elapsed = time.time() - t0
+    cpu.stop()
     processor.close()
     status = json.loads(settings.detector_status_path.read_text())
     rows = status["events_total"] + status["quarantined_total"]
@@ -116,6 +145,13 @@ def throughput(ctx) -> list[dict]:
             f"{status['alerts_published_total']} alerts; {_steps_note(processor)}")
     out = [{"name": "detector throughput", "value": round(rate), "unit": "events/s", "goal": ">= 150000",
             "note": note}]
+    if len(hist) >= 2:
+        used = cpu.at(hist[-1]["ended_at"]) - cpu.at(hist[0]["ended_at"])
+        out.append({"name": "detector CPU per event", "value": round(used / sum(h["rows"] for h in hist[1:]) * 1e6, 2),
+                    "unit": "us/event", "goal": None,
+                    "note": "steady state (batches 2..), every process of the run: Spark's JVM, its Python "
+                            "workers (Kafka reader), the broker; the load-independent view of the rate "
+                            f"({used:.1f} CPU-s over {hist[-1]['ended_at'] - hist[0]['ended_at']:.1f} s)"})
     if raw:
         out.append({"name": "detector throughput / raw consume", "value": round(rate / raw, 3), "unit": "ratio",
                     "goal": None, "note": f"raw consume {raw:,.0f} msgs/s in the same run"})

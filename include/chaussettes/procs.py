@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -74,19 +74,36 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-def group_members(pgid: int) -> list[int]:
-    """PIDs whose process group is pgid (from /proc), zombies excluded."""
-    members = []
+def _all_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) of every process:
+    fields[0] state, [1] parent, [2] process group, [11] / [12] user / system CPU ticks."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs whose process group is pgid (from /proc), zombies excluded."""
+    return [pid for pid, fields in _all_stats() if fields[0] != "Z" and int(fields[2]) == pgid]
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and its live descendants."""
+    stats = dict(_all_stats())
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    ticks, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            ticks += int(stats[pid][11]) + int(stats[pid][12])
+        todo += children.get(pid, [])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stop_group(pgid: int, timeout_s: float = 15.0) -> bool:

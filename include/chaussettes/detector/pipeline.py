@@ -59,11 +59,15 @@ log = logging.getLogger("chaussettes.detector")
 # seconds compiling and falls back). Operators wider than maxFields are run without it;
 # the fast path and the aggregations stay well below.
 # The cached batch lives a few seconds: compressing it costs more than it saves (profiled:
-# the compressibility statistics alone were a tenth of the detector's CPU).
+# the compressibility statistics alone were a tenth of the detector's CPU). Adaptive
+# execution re-plans between stages: a cost with a batch's tiny shuffles (a few thousand
+# bucket counts), no gain. zstd: a smaller archive, and cheaper to write here than snappy.
 DETECTOR_SPARK_CONF = {
     "spark.sql.streaming.noDataMicroBatches.enabled": "false",
     "spark.sql.codegen.maxFields": "40",
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.parquet.compression.codec": "zstd",
 }
 FUTURE_TOLERANCE_S = 300  # event times further ahead than this do not move the watermark
 
