@@ -248,6 +248,38 @@ def test_compressed_rates_equal_every_window_counted(spark, history):
         assert {r.segment for r in fast} == {"in", "out"}
 
 
+def test_rows_counted_by_the_statistic_pass(spark, history):
+    # calibrate counts the events in the bucket-count pass (no scan of its own): the count
+    # row of compressed_rates(with_rows=True) is the number of events with an event time,
+    # the other rows are unchanged, and calibrate's rows and thresholds are those it gets
+    # when told the count
+    frame = history.copy()
+    frame.loc[frame.index % 89 == 0, "url"] = None
+    events = to_events(spark, frame)
+    start, end = T0, T0 + timedelta(minutes=MINUTES)
+    params = cal.Params()
+    split_at = cal.split_time(start, end, params.holdout, params.slide_s)
+    cols = ["segment", "kind", "key", "requests", "errors", "windows"]
+    plain = cal.compressed_rates(events, params, start, end, split_at).select(*cols).collect()
+    counted = cal.compressed_rates(events, params, start, end, split_at, with_rows=True).select(*cols).collect()
+    marks = [r for r in counted if r.segment == cal.ROWS_SEGMENT]
+    assert [(r.kind, r.key, r.requests) for r in marks] == [("global", "*", len(frame))]
+    assert sorted(map(tuple, plain)) == sorted(tuple(r) for r in counted if r.segment != cal.ROWS_SEGMENT)
+    told = cal.calibrate(events, params, start=start, end=end, version=1, rows=len(frame))
+    found = cal.calibrate(events, params, start=start, end=end, version=1)
+    assert found.doc["calibration"]["rows"] == len(frame) == found.summary["rows"]
+    for doc in (told.doc, found.doc):
+        doc.pop("created_at")
+    assert found.doc == told.doc
+    # one bound missing: the scan that finds it counts the rows too
+    half = cal.calibrate(events, params, end=end, version=1)
+    assert half.doc["calibration"]["rows"] == len(frame)
+    # no event between the bounds: the given message, no file
+    with pytest.raises(cal.CalibrationError, match="^nothing here$"):
+        cal.calibrate(events, params, start=T0 - timedelta(days=2), end=T0 - timedelta(days=1),
+                      empty_message="nothing here")
+
+
 def _log_lines(frame: pd.DataFrame) -> list[str]:
     lines = []
     for i, r in enumerate(frame.itertuples()):

@@ -420,15 +420,23 @@ def adjust_percentile(sample: Sample, params: Params) -> tuple[Fit, list[tuple[f
 
 def history_range(events_df, start: datetime | None, end: datetime | None):
     """[start, end) of the history: the given bounds, else the events' min/max times."""
+    lo, hi, _ = history_range_rows(events_df, start, end)
+    return lo, hi
+
+
+def history_range_rows(events_df, start: datetime | None, end: datetime | None):
+    """(lo, hi, rows): ``history_range`` and, when it has to scan for a bound, the number of
+    events counted by the same scan (else None)."""
     from pyspark.sql import functions as F
 
     if start is not None and end is not None:
-        return start, end
-    row = events_df.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).collect()[0]
+        return start, end, None
+    row = events_df.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"),
+                        F.count(F.lit(1)).alias("rows")).collect()[0]
     lo, hi = _utc(row.lo), _utc(row.hi)
     if hi is not None:
         hi = hi + timedelta(microseconds=1)  # the last event is inside [start, end)
-    return start or lo, end or hi
+    return start or lo, end or hi, int(row.rows)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -508,7 +516,11 @@ def _micros(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(microseconds=1)  # exact, no float
 
 
-def compressed_rates(events_df, params: Params, start: datetime, end: datetime, split_at: datetime):
+ROWS_SEGMENT = "rows"  # compressed_rates(with_rows=True): the one row counting the events
+
+
+def compressed_rates(events_df, params: Params, start: datetime, end: datetime, split_at: datetime,
+                     with_rows: bool = False):
     """``compress_rates(compute_rates(...))`` — same rows — without materialising every window.
 
     Spark counts events per (kind, key, slide-sized bucket) (``windows._bucket_counts``,
@@ -516,7 +528,11 @@ def compressed_rates(events_df, params: Params, start: datetime, end: datetime, 
     partition (``windows.window_sums``) sums each window once from prefix sums and counts
     the windows per (segment, kind, key, requests, errors). Why: the SQL way expands the
     bucket counts ``length / slide`` times and groups them back into millions of windows,
-    then groups those again; here the JVM only sees the bucket counts and the result."""
+    then groups those again; here the JVM only sees the bucket counts and the result.
+
+    ``with_rows``: one more row, segment ``ROWS_SEGMENT``, kind global, whose ``requests``
+    is the number of events with an event time (the sum of the global buckets) — the row
+    count without a scan of its own."""
     from pyspark.sql import functions as F
 
     steps = params.length_s // params.slide_s
@@ -527,15 +543,25 @@ def compressed_rates(events_df, params: Params, start: datetime, end: datetime, 
     slide_s, length_s = params.slide_s, params.length_s
 
     def compress(batches):
-        yield from _compress_partition(batches, steps, slide_s, length_s, *bounds)
+        yield from _compress_partition(batches, steps, slide_s, length_s, *bounds, with_rows=with_rows)
 
     out = counted.mapInArrow(compress, COMPRESSED_SCHEMA)
     return out.withColumn(
         "error_rate", F.col("errors").cast("double") / F.col("requests").cast("double"))
 
 
-def _compress_partition(batches, steps, slide_s, length_s, lo_us, hi_us, split_us):
-    """mapInArrow body: bucket counts of whole (kind, key)s -> compressed windows."""
+def _codes(column):
+    """(codes, names) of a non-null string column: names[codes] == column. Arrow's own
+    hashing, several times faster than making a Python string of every value to factorize."""
+    import pyarrow.compute as pc
+
+    names = column.unique()
+    return pc.index_in(column, value_set=names).to_numpy(), names.to_numpy(zero_copy_only=False)
+
+
+def _compress_partition(batches, steps, slide_s, length_s, lo_us, hi_us, split_us, with_rows=False):
+    """mapInArrow body: bucket counts of whole (kind, key)s -> compressed windows (and,
+    ``with_rows``, the ``ROWS_SEGMENT`` row in the partition holding the global buckets)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -543,8 +569,8 @@ def _compress_partition(batches, steps, slide_s, length_s, lo_us, hi_us, split_u
     if not batches or sum(b.num_rows for b in batches) == 0:
         return
     table = pa.Table.from_batches(batches)
-    kind_codes, kind_names = pd.factorize(table.column("kind").to_numpy(zero_copy_only=False))
-    key_codes, key_names = pd.factorize(table.column("key").to_numpy(zero_copy_only=False))
+    kind_codes, kind_names = _codes(table.column("kind"))
+    key_codes, key_names = _codes(table.column("key"))
     bucket = table.column("bucket").to_numpy() // slide_s
     combined = kind_codes.astype(np.int64) * max(len(key_names), 1) + key_codes
     order = np.lexsort((bucket, combined))  # by (kind, key), then bucket
@@ -555,10 +581,17 @@ def _compress_partition(batches, steps, slide_s, length_s, lo_us, hi_us, split_u
     frame = pd.DataFrame({"g": g[keep], "ins": start_us[keep] < split_us,
                           "requests": requests[keep], "errors": errors[keep]})
     counts = frame.groupby(["g", "ins", "requests", "errors"], sort=False).size().reset_index(name="windows")
+    n_keys = max(len(key_names), 1)
+    if with_rows and "global" in list(kind_names):
+        is_global = kind_codes == list(kind_names).index("global")
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([ROWS_SEGMENT]), pa.array(["global"]), pa.array([windows.GLOBAL_KEY]),
+             pa.array([int(table.column("n").to_numpy()[is_global].sum())], pa.int64()),
+             pa.array([0], pa.int64()), pa.array([0], pa.int64())],
+            names=["segment", "kind", "key", "requests", "errors", "windows"])
     if counts.empty:
         return
     gid = counts["g"].to_numpy()
-    n_keys = max(len(key_names), 1)
     yield pa.RecordBatch.from_arrays([
         pa.array(np.where(counts["ins"].to_numpy(), "in", "out")),
         pa.array(np.asarray(kind_names, dtype=object)[gid // n_keys]),
@@ -583,6 +616,9 @@ def rate_summary(rates_df) -> dict[str, Any]:
     out: dict[str, Any] = {"windows": {}, "median_requests": {}, "requests": 0, "errors": 0}
     hist: dict[str, tuple[list, list]] = {}
     for r in rows:
+        if r.segment == ROWS_SEGMENT:
+            out["rows"] = out.get("rows", 0) + int(r.requests)
+            continue
         seg = out["windows"].setdefault(r.segment, {})
         seg[r.kind] = seg.get(r.kind, 0) + int(r.windows)
         if r.segment == "in":
@@ -669,28 +705,38 @@ def iso(t: datetime | None) -> str | None:
 
 def calibrate(events_df, params: Params, *, start: datetime | None = None, end: datetime | None = None,
               source: Mapping[str, Any] | None = None, version: int | None = None,
-              now: datetime | None = None, rows: int | None = None) -> Result:
+              now: datetime | None = None, rows: int | None = None,
+              empty_message: str | None = None) -> Result:
     """The whole calibration on an events DataFrame (EVENT_FIELDS columns). Raises
-    CalibrationError (one line) when no acceptable file can be produced."""
+    CalibrationError (one line) when no acceptable file can be produced.
+
+    ``rows``: the number of events if already known, else counted here — by the scan that
+    finds a missing bound, or else by the windowed statistic's own pass (the global bucket
+    counts: with both bounds given every counted event has an event time), never by a scan
+    of its own. ``empty_message``: the error when the history holds no event."""
+    from pyspark.sql import functions as F
+
     check_params(params)
     clock = time.perf_counter()
     now = now or datetime.now(UTC)
     events = bound_events(events_df, start, end)
-    lo, hi = history_range(events, start, end)
-    if lo is None or hi is None:
-        raise CalibrationError(
-            f"no event in the history{_range_text(start, end)}: nothing to calibrate from")
+    lo, hi, range_rows = history_range_rows(events, start, end)
+    empty = empty_message or f"no event in the history{_range_text(start, end)}: nothing to calibrate from"
+    if rows is None:
+        rows = range_rows
+    if lo is None or hi is None or rows == 0:
+        raise CalibrationError(empty)
     if hi <= lo:
         raise CalibrationError(f"empty time range {iso(lo)} .. {iso(hi)}")
     split_at = split_time(lo, hi, params.holdout, params.slide_s) if params.holdout > 0 else hi
-    if rows is None:
-        rows = events.count()
-    rates = compressed_rates(events, params, lo, hi, split_at).cache()
+    compressed = compressed_rates(events, params, lo, hi, split_at, with_rows=rows is None).cache()
+    rates = compressed.where(F.col("segment") != F.lit(ROWS_SEGMENT)) if rows is None else compressed
     timings = {"read_s": time.perf_counter() - clock}
     try:
-        return _calibrate_rates(rates, params, lo, hi, split_at, source or {}, version, now, rows, timings)
+        return _calibrate_rates(rates, params, lo, hi, split_at, source or {}, version, now, rows, timings,
+                                summary_df=compressed, empty=empty)
     finally:
-        rates.unpersist()
+        compressed.unpersist()
 
 
 def _range_text(start, end) -> str:
@@ -699,10 +745,15 @@ def _range_text(start, end) -> str:
     return f" between {iso(start) or '-inf'} and {iso(end) or '+inf'}"
 
 
-def _calibrate_rates(rates, params, lo, hi, split_at, source, version, now, rows, timings) -> Result:
+def _calibrate_rates(rates, params, lo, hi, split_at, source, version, now, rows, timings,
+                     summary_df=None, empty: str = "no event in the history") -> Result:
     clock = time.perf_counter()
-    stats = rate_summary(rates)
+    stats = rate_summary(rates if summary_df is None else summary_df)
     timings["rates_s"] = time.perf_counter() - clock
+    if rows is None:  # counted by the statistic's pass (compressed_rates with_rows)
+        rows = stats.get("rows", 0)
+        if rows == 0:
+            raise CalibrationError(empty)
     n_in = stats["windows"].get("in", {}).get("global", 0)
     n_out = stats["windows"].get("out", {}).get("global", 0)
     if stats["requests"] == 0 and n_out == 0:
