@@ -16,8 +16,8 @@ from chaussettes.settings import Settings
 # The throughput collector: Spark's jobs here are batch-shaped (a micro-batch every 10 s
 # at most), and on 2 cores G1's concurrent work took ~10% of the detector's throughput
 # (measured: 1M-event micro-batches 100k -> 112k events/s). A spark-submit launch passes
-# it on its command line (``submit_conf``, or the operator's conf): a session's own config comes too late for
-# the JVM it runs in.
+# it on its command line (``submit_conf``, or the operator's conf): a session's own
+# config comes too late for the JVM it runs in.
 JVM_OPTIONS = "-XX:+UseParallelGC"
 JVM_CONF = {"spark.driver.extraJavaOptions": JVM_OPTIONS, "spark.executor.extraJavaOptions": JVM_OPTIONS}
 
