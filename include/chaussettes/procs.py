@@ -66,24 +66,27 @@ def alive(pid: int) -> bool:
         return _not_zombie(pid)
 
 
-def _not_zombie(pid: int) -> bool:
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (None when the process is
+    gone): [0] state, [1] parent, [2] process group, [11] / [12] user / system CPU ticks,
+    [19] start time in ticks since boot."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return None
+
+
+def _not_zombie(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _all_stats() -> Iterator[tuple[int, list[str]]]:
-    """(pid, the fields of /proc/<pid>/stat after the command name) of every process:
-    fields[0] state, [1] parent, [2] process group, [11] / [12] user / system CPU ticks."""
+    """(pid, ``stat_fields``) of every process."""
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
+        if entry.name.isdigit() and (fields := stat_fields(int(entry.name))) is not None:
+            yield int(entry.name), fields
 
 
 def group_members(pgid: int) -> list[int]:

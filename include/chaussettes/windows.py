@@ -15,11 +15,12 @@ event with a null status counts as a request that is not an error.
 - ``windowed_rates_all(events_df, ...)`` computes several kinds in ONE aggregation (each
   event is expanded to one row per kind first), which a streaming query needs (it cannot
   union several streaming aggregations).
-- ``windowed_rates_batch(events_df, ...)`` is the fast path for batch data (the detector's
-  micro-batches): counts per slide-sized bucket first, then sums the ``length_s / slide_s``
-  buckets of each window. Same rows, same values as ``windowed_rates_all`` (a test checks it).
-- ``window_sums(...)``: the same sums in numpy from bucket counts, each window produced once
-  (the calibration's long histories, ``calibration.compressed_rates``).
+- ``windowed_rates_batch(events_df, ...)`` is the fast path for batch data in Spark:
+  counts per slide-sized bucket first, then sums the ``length_s / slide_s`` buckets of
+  each window. Same rows, same values as ``windowed_rates_all`` (a test checks it).
+- ``window_sums(...)``: the same sums in numpy from the bucket counts, each window produced
+  once — what the detector's micro-batches (``detector.pipeline.batch_rates``) and the
+  calibration's long histories (``calibration.compressed_rates``) use.
 
 All return the columns ``RATE_COLUMNS``: kind, key, window_start, window_end (timestamps),
 requests, errors (longs), error_rate (double).
