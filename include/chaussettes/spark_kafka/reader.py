@@ -105,7 +105,10 @@ class ReadConfig:
             # The JVM client's default; set kafka.isolation.level=read_committed for
             # transactional producers' output.
             "isolation.level": "read_uncommitted",
-            "fetch.queue.backoff.ms": 0,  # librdkafka's 1 s default cut throughput 3x here
+            # Wait before re-checking a full fetch queue. librdkafka's 1 s default cut throughput
+            # 3x here; 0 makes its fetcher spin while Spark is slower than the reads (measured in
+            # the detector: 6 CPU-s of the Python workers per 1M records, 2 with 10 ms).
+            "fetch.queue.backoff.ms": 10,
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
             "queued.max.messages.kbytes": 256 * 1024,
             "queued.min.messages": 1_000_000,  # prefetch while Spark consumes a batch
