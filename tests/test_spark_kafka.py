@@ -110,6 +110,21 @@ def test_rate_limit_shares_max_offsets_by_lag():
     assert _rate_limit(begin, end, 1000) == end
 
 
+def test_range_consumer_prefetches_a_share_of_its_range_unless_told():
+    from chaussettes.spark_kafka.reader import ReadConfig
+
+    cfg = ReadConfig.parse({"kafka.bootstrap.servers": "h:1", "subscribe": "t"}, streaming=True)
+    assert cfg.range_consumer_conf(800_000)["queued.min.messages"] == 100_000  # an eighth
+    assert cfg.range_consumer_conf(100_000)["queued.min.messages"] == 40_000  # two consume() calls
+    assert cfg.range_consumer_conf(5_000)["queued.min.messages"] == 5_000  # never past the range
+    assert cfg.range_consumer_conf(800_000)["max.partition.fetch.bytes"] == 2 * 1024 * 1024
+    told = ReadConfig.parse({"kafka.bootstrap.servers": "h:1", "subscribe": "t",
+                             "kafka.queued.min.messages": "7", "kafka.max.partition.fetch.bytes": "9"},
+                            streaming=True)
+    assert str(told.range_consumer_conf(800_000)["queued.min.messages"]) == "7"
+    assert str(told.range_consumer_conf(800_000)["max.partition.fetch.bytes"]) == "9"
+
+
 # ----------------------------------------------------------------------------- streaming reads
 def _stream_into_memory(spark, servers, topic, checkpoint, name, **extra):
     """Run an availableNow query from `checkpoint`; its rows become the temp view `name`."""

