@@ -231,15 +231,18 @@ def test_derived_min_requests_fraction_method_and_pins(spark, history):
 
 
 def test_compressed_rates_equal_every_window_counted(spark, history):
-    # the calibration's fast path (bucket counts + numpy windows, counted per distinct
-    # window) gives the same rows as compute_rates' windows grouped the same way;
-    # a range cut off the slide grid and null keys included
+    # the calibration's fast paths (block sums in the JVM up to BLOCK_STEPS_MAX slides per
+    # window, bucket counts + numpy windows beyond), counted per distinct window, give the
+    # same rows as compute_rates' windows grouped the same way; a range cut off the slide
+    # grid and null keys included
     frame = history.copy()
     frame.loc[frame.index % 97 == 0, "ip"] = None
     frame.loc[frame.index % 89 == 0, "url"] = None
     events = to_events(spark, frame)
     start, end = T0 + timedelta(seconds=3.5), T0 + timedelta(minutes=MINUTES - 3, seconds=7)
-    for params in (cal.Params(), cal.Params(length_s=30, slide_s=30), cal.Params(length_s=120, slide_s=20)):
+    long_window = cal.Params(length_s=10 * (cal.BLOCK_STEPS_MAX + 1), slide_s=10)
+    for params in (cal.Params(), cal.Params(length_s=30, slide_s=30), cal.Params(length_s=120, slide_s=20),
+                   long_window):
         split_at = cal.split_time(start, end, 0.25, params.slide_s)
         cols = ["segment", "kind", "key", "requests", "errors", "windows", "error_rate"]
         fast = cal.compressed_rates(events, params, start, end, split_at).select(*cols).collect()
@@ -257,14 +260,14 @@ def test_rows_counted_by_the_statistic_pass(spark, history):
     frame.loc[frame.index % 89 == 0, "url"] = None
     events = to_events(spark, frame)
     start, end = T0, T0 + timedelta(minutes=MINUTES)
-    params = cal.Params()
-    split_at = cal.split_time(start, end, params.holdout, params.slide_s)
     cols = ["segment", "kind", "key", "requests", "errors", "windows"]
-    plain = cal.compressed_rates(events, params, start, end, split_at).select(*cols).collect()
-    counted = cal.compressed_rates(events, params, start, end, split_at, with_rows=True).select(*cols).collect()
-    marks = [r for r in counted if r.segment == cal.ROWS_SEGMENT]
-    assert [(r.kind, r.key, r.requests) for r in marks] == [("global", "*", len(frame))]
-    assert sorted(map(tuple, plain)) == sorted(tuple(r) for r in counted if r.segment != cal.ROWS_SEGMENT)
+    for params in (cal.Params(length_s=10 * (cal.BLOCK_STEPS_MAX + 1), slide_s=10), cal.Params()):
+        split_at = cal.split_time(start, end, params.holdout, params.slide_s)
+        plain = cal.compressed_rates(events, params, start, end, split_at).select(*cols).collect()
+        counted = cal.compressed_rates(events, params, start, end, split_at, with_rows=True).select(*cols).collect()
+        marks = [r for r in counted if r.segment == cal.ROWS_SEGMENT]
+        assert [(r.kind, r.key, r.requests, r.errors, r.windows) for r in marks] == [("global", "*", len(frame), 0, 0)]
+        assert sorted(map(tuple, plain)) == sorted(tuple(r) for r in counted if r.segment != cal.ROWS_SEGMENT)
     told = cal.calibrate(events, params, start=start, end=end, version=1, rows=len(frame))
     found = cal.calibrate(events, params, start=start, end=end, version=1)
     assert found.doc["calibration"]["rows"] == len(frame) == found.summary["rows"]

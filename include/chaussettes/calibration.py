@@ -7,10 +7,11 @@ the file). The steps, each a function tested on its own:
    (``chaussettes.windows``, same length, slide and error definition) for global, per-IP
    and per-URL windows, kept to the windows fully inside the history's time range (the
    detector sees whole windows; a window cut by the range edge would be under-counted).
-   ``calibrate`` uses ``compressed_rates``, the same windows computed from slide-sized
-   bucket counts by a numpy pass (``windows.window_sums``) and kept as one row per
-   distinct (segment, kind, key, requests, errors) with their number (``windows``):
-   later steps only depend on those values, and this is far smaller than every window.
+   ``calibrate`` uses ``compressed_rates``, the same windows summed from per-block
+   counts in the JVM (or, for windows of many slides, from slide-sized bucket counts by
+   a numpy pass, ``windows.window_sums``) and kept as one row per distinct (segment,
+   kind, key, requests, errors) with their number (``windows``): later steps only
+   depend on those values, and this is far smaller than every window.
 2. Split by time: windows starting before ``split_at`` (the first ``1 - holdout`` of the
    range) are *in-sample* and fit the thresholds; the others are the *out-of-sample* check.
 3. ``derive_min_requests`` — per kind, unless set: the smallest window size whose error
@@ -519,22 +520,122 @@ def _micros(t: datetime) -> int:
 ROWS_SEGMENT = "rows"  # compressed_rates(with_rows=True): the one row counting the events
 
 
+# Windows of up to this many slides are summed by ``_block_windows`` (JVM only); longer
+# ones by ``_bucket_windows`` (numpy). Why a bound: the block plan spells out ``steps``
+# sums and ``2 * steps - 1`` windows of up to ``steps`` terms, code that grows as steps².
+BLOCK_STEPS_MAX = 12
+
+
 def compressed_rates(events_df, params: Params, start: datetime, end: datetime, split_at: datetime,
                      with_rows: bool = False):
-    """``compress_rates(compute_rates(...))`` — same rows — without materialising every window.
-
-    Spark counts events per (kind, key, slide-sized bucket) (``windows._bucket_counts``,
-    one scan), gathers each (kind, key) in one partition, and a vectorised numpy pass per
-    partition (``windows.window_sums``) sums each window once from prefix sums and counts
-    the windows per (segment, kind, key, requests, errors). Why: the SQL way expands the
-    bucket counts ``length / slide`` times and groups them back into millions of windows,
-    then groups those again; here the JVM only sees the bucket counts and the result.
+    """``compress_rates(compute_rates(...))`` — same rows — without materialising every
+    window in one aggregation: ``_block_windows`` for windows of up to ``BLOCK_STEPS_MAX``
+    slides (the default 60 s / 10 s is 6), ``_bucket_windows`` beyond.
 
     ``with_rows``: one more row, segment ``ROWS_SEGMENT``, kind global, whose ``requests``
     is the number of events with an event time (the sum of the global buckets) — the row
     count without a scan of its own."""
     from pyspark.sql import functions as F
 
+    windows_of = _block_windows if params.length_s // params.slide_s <= BLOCK_STEPS_MAX else _bucket_windows
+    out = windows_of(events_df, params, start, end, split_at, with_rows)
+    return out.withColumn(
+        "error_rate", F.col("errors").cast("double") / F.col("requests").cast("double"))
+
+
+# Block plan: a request and its error flag packed in one long (errors in the high 32
+# bits), so that one sum counts both; a window holds far fewer than 2**32 requests.
+_ERROR_BIT = 32
+_REQUESTS_MASK = (1 << _ERROR_BIT) - 1
+
+
+def _block_windows(events_df, params: Params, start: datetime, end: datetime, split_at: datetime,
+                   with_rows: bool):
+    """The compressed windows in three Spark stages and no Python worker.
+
+    1. Events are counted per (kind, key, block of ``steps`` slides), one sum per slide
+       of the block — ONE scan, grouping sets, and about ``steps`` times fewer rows than
+       per slide (what makes it cheap: the shuffles carry blocks, not slides).
+    2. Each (kind, key)'s blocks in time order (a window function): a window starting at
+       slide r of block j covers slides r.. of j and ..r-1 of j+1 (``lead``); a block
+       with no predecessor also starts the windows of the empty block before it.
+    3. Those windows, one row each, counted per (segment, kind, key, requests, errors) —
+       in the same stage: stage 2 already gathered each (kind, key) in one partition.
+
+    The plan is written as SQL text (``selectExpr``): built from Column objects it took
+    ~4,400 Py4J calls and 2 s on a fresh JVM, this way ~400 and 1.3 s.
+
+    Measured on 10M events, local[2] (bench/bench_calibration.py): ~30% less time than
+    ``_bucket_windows`` in a warm JVM; ~5% in a fresh one, where the JIT compiler's work
+    dominates either way."""
+    from pyspark.sql import functions as F
+
+    steps = params.length_s // params.slide_s
+    slide_us, length_us = params.slide_s * 1_000_000, params.length_s * 1_000_000
+    lo_us, hi_us, split_us = _micros(start), _micros(end), _micros(split_at)
+    rows_seg = f"'{ROWS_SEGMENT}'"  # as a SQL literal
+    # exact floor division: x - pmod(x, d) is a multiple of d (right before 1970 too)
+    base = events_df.where(F.col("event_time").isNotNull()).select(
+        F.expr(f"(unix_micros(event_time) - pmod(unix_micros(event_time), {slide_us})) div {slide_us}")
+        .alias("slide"),
+        windows._is_error(params.error_status_min).alias("is_error"),
+        F.col("ip").alias("key_ip"), F.col("url").alias("key_url"))
+    base = base.selectExpr(
+        f"(slide - pmod(slide, {steps})) div {steps} AS block", f"pmod(slide, {steps}) AS at",
+        f"1L + shiftleft(CAST(is_error AS BIGINT), {_ERROR_BIT}) AS v", "key_ip", "key_url")
+    # one sum per slide of the block; branch-free: v where the event's slide is r, else 0
+    sums = [F.expr(f"sum(v * CAST(at = {r} AS BIGINT)) AS p{r}") for r in range(steps)]
+    grouped = base.groupingSets([["block", "key_ip"], ["block", "key_url"], ["block"]],
+                                "block", "key_ip", "key_url").agg(*sums, F.expr("grouping_id() AS gid"))
+    p = [f"p{r}" for r in range(steps)]
+    q = [f"q{r}" for r in range(steps - 1)]
+    # grouping_id over (block, key_ip, key_url): 1 = key_url rolled up, 2 = key_ip, 3 = both
+    blocks = grouped.selectExpr(
+        "CASE gid WHEN 1 THEN 'ip' WHEN 2 THEN 'url' ELSE 'global' END AS kind",
+        f"CASE gid WHEN 1 THEN key_ip WHEN 2 THEN key_url ELSE '{windows.GLOBAL_KEY}' END AS key",
+        "block", *p).where("key IS NOT NULL")
+    in_time = "OVER (PARTITION BY kind, key ORDER BY block)"
+    adjacent = f"lead(block) {in_time} = block + 1"
+    blocks = blocks.selectExpr(
+        "kind", "key", "block", *p,
+        *[f"CASE WHEN {adjacent} THEN lead(p{r}) {in_time} ELSE 0L END AS q{r}" for r in range(steps - 1)],
+        f"coalesce(lag(block) {in_time} = block - 1, false) AS has_prev")
+
+    def total(names):
+        return " + ".join(names) or "0L"
+
+    starts = [f"struct(block * {steps} + {r} AS s, {total(p[r:] + q[:r])} AS v)" for r in range(steps)]
+    if with_rows:  # the global blocks' events, marked by a null start
+        starts.append(f"struct(CAST(NULL AS BIGINT) AS s, "
+                      f"IF(kind = 'global', ({total(p)}) & {_REQUESTS_MASK}, 0L) AS v)")
+    orphans = [f"struct(block * {steps} - {steps - r} AS s, {total(p[:r])} AS v)" for r in range(1, steps)]
+    own, with_orphans = ", ".join(starts), ", ".join(starts + orphans)
+    wins = blocks.selectExpr("kind", "key", f"inline(IF(has_prev, array({own}), array({with_orphans})))").where(
+        f"v > 0 AND (s IS NULL OR (s * {slide_us} >= {lo_us} AND s * {slide_us} + {length_us} <= {hi_us}))")
+    out = wins.selectExpr(
+        f"CASE WHEN s IS NULL THEN {rows_seg} WHEN s * {slide_us} < {split_us} THEN 'in' ELSE 'out' END "
+        "AS segment",
+        "kind", "key",
+        f"IF(s IS NULL, 0L, v & {_REQUESTS_MASK}) AS requests",
+        f"IF(s IS NULL, 0L, shiftright(v, {_ERROR_BIT})) AS errors",
+        "IF(s IS NULL, v, 1L) AS w",
+    ).groupBy("segment", "kind", "key", "requests", "errors").agg(F.expr("sum(w) AS windows"))
+    # the count row carries its events in requests, as _bucket_windows gives it
+    return out.selectExpr(
+        "segment", "kind", "key", f"IF(segment = {rows_seg}, windows, requests) AS requests", "errors",
+        f"IF(segment = {rows_seg}, 0L, windows) AS windows")
+
+
+def _bucket_windows(events_df, params: Params, start: datetime, end: datetime, split_at: datetime,
+                    with_rows: bool):
+    """The compressed windows from slide-sized bucket counts and a numpy pass.
+
+    Spark counts events per (kind, key, slide-sized bucket) (``windows._bucket_counts``,
+    one scan), gathers each (kind, key) in one partition, and a vectorised numpy pass per
+    partition (``windows.window_sums``) sums each window once from prefix sums and counts
+    the windows per (segment, kind, key, requests, errors). Why: the SQL way expands the
+    bucket counts ``length / slide`` times and groups them back into millions of windows,
+    then groups those again; here the JVM only sees the bucket counts and the result."""
     steps = params.length_s // params.slide_s
     counted = windows._bucket_counts(events_df, params.slide_s, params.error_status_min, KINDS)
     parts = int(events_df.sparkSession.conf.get("spark.sql.shuffle.partitions", "4") or 4)
@@ -545,9 +646,7 @@ def compressed_rates(events_df, params: Params, start: datetime, end: datetime, 
     def compress(batches):
         yield from _compress_partition(batches, steps, slide_s, length_s, *bounds, with_rows=with_rows)
 
-    out = counted.mapInArrow(compress, COMPRESSED_SCHEMA)
-    return out.withColumn(
-        "error_rate", F.col("errors").cast("double") / F.col("requests").cast("double"))
+    return counted.mapInArrow(compress, COMPRESSED_SCHEMA)
 
 
 def _codes(column):
@@ -714,8 +813,6 @@ def calibrate(events_df, params: Params, *, start: datetime | None = None, end: 
     finds a missing bound, or else by the windowed statistic's own pass (the global bucket
     counts: with both bounds given every counted event has an event time), never by a scan
     of its own. ``empty_message``: the error when the history holds no event."""
-    from pyspark.sql import functions as F
-
     check_params(params)
     clock = time.perf_counter()
     now = now or datetime.now(UTC)
@@ -730,11 +827,10 @@ def calibrate(events_df, params: Params, *, start: datetime | None = None, end: 
         raise CalibrationError(f"empty time range {iso(lo)} .. {iso(hi)}")
     split_at = split_time(lo, hi, params.holdout, params.slide_s) if params.holdout > 0 else hi
     compressed = compressed_rates(events, params, lo, hi, split_at, with_rows=rows is None).cache()
-    rates = compressed.where(F.col("segment") != F.lit(ROWS_SEGMENT)) if rows is None else compressed
     timings = {"read_s": time.perf_counter() - clock}
     try:
-        return _calibrate_rates(rates, params, lo, hi, split_at, source or {}, version, now, rows, timings,
-                                summary_df=compressed, empty=empty)
+        return _calibrate_rates(compressed, params, lo, hi, split_at, source or {}, version, now, rows, timings,
+                                empty=empty)
     finally:
         compressed.unpersist()
 
@@ -745,11 +841,16 @@ def _range_text(start, end) -> str:
     return f" between {iso(start) or '-inf'} and {iso(end) or '+inf'}"
 
 
-def _calibrate_rates(rates, params, lo, hi, split_at, source, version, now, rows, timings,
-                     summary_df=None, empty: str = "no event in the history") -> Result:
+def _calibrate_rates(compressed, params, lo, hi, split_at, source, version, now, rows, timings,
+                     empty: str = "no event in the history") -> Result:
+    """The rest of ``calibrate`` on its compressed windows (with the count row when
+    ``rows`` is None)."""
+    from pyspark.sql import functions as F
+
     clock = time.perf_counter()
-    stats = rate_summary(rates if summary_df is None else summary_df)
+    stats = rate_summary(compressed)
     timings["rates_s"] = time.perf_counter() - clock
+    rates = compressed.where(F.col("segment") != F.lit(ROWS_SEGMENT))
     if rows is None:  # counted by the statistic's pass (compressed_rates with_rows)
         rows = stats.get("rows", 0)
         if rows == 0:

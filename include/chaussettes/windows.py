@@ -19,8 +19,8 @@ event with a null status counts as a request that is not an error.
   counts per slide-sized bucket first, then sums the ``length_s / slide_s`` buckets of
   each window. Same rows, same values as ``windowed_rates_all`` (a test checks it).
 - ``window_sums(...)``: the same sums in numpy from the bucket counts, each window produced
-  once — what the detector's micro-batches (``detector.pipeline.batch_rates``) and the
-  calibration's long histories (``calibration.compressed_rates``) use.
+  once — what the detector's micro-batches (``detector.pipeline.batch_rates``) use, and
+  the calibration for windows of many slides (``calibration.compressed_rates``).
 
 All return the columns ``RATE_COLUMNS``: kind, key, window_start, window_end (timestamps),
 requests, errors (longs), error_rate (double).

@@ -11,8 +11,8 @@ One Structured Streaming query reads the lines once and hands each micro-batch t
    line of the rows it parsed) and one aggregation over it gives the batch summary; the
    full rules are planned (and cached) only for the lines the fast path refused, when
    there are any;
-3. counts the batch's events per (kind, key, window) — the same statistic as the
-   calibration: Spark's bucket counts summed into windows by ``windows.window_sums``
+3. counts the batch's events per (kind, key, window) — the statistic of ``windows``, as
+   the calibration does: Spark's bucket counts summed into windows by ``windows.window_sums``
    (``batch_rates``) — and adds them to the window state (``state.DetectorState``,
    checkpointed per batch) so every touched window has its full count so far;
 4. judges the touched windows with the rule of ``judge.judge_one`` / ``judge.judge``
