@@ -31,6 +31,34 @@ def test_percentile_of_counts_equals_expanded():
             assert cal.percentile_of_counts(values, counts, p) == cal.percentile(expanded, p)
 
 
+def test_weighted_rates_equal_expanded():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        values = rng.integers(0, 30, rng.integers(1, 15)) / 29  # equal values among them too
+        counts = rng.integers(1, 9, len(values))
+        expanded = np.sort(np.repeat(values, counts))
+        rates = cal.Rates.of(values, counts)
+        assert len(rates) == len(expanded)
+        for p in (0.5, 1, 50, 97.3, 99, 100):
+            assert rates.percentile(p) == cal.percentile_sorted(expanded, p)
+        for t in (-1.0, 0.0, values[0], 0.5, 1.0):
+            assert rates.above(t) == int((expanded > t).sum())
+    with pytest.raises(ValueError):
+        cal.Rates.of([]).percentile(50)
+
+
+def test_grouped_percentile_equals_each_group_alone():
+    rng = np.random.default_rng(6)
+    codes = np.concatenate([np.arange(7), rng.integers(0, 7, 300)])
+    rates, counts = rng.random(len(codes)).round(2), rng.integers(1, 5, len(codes))
+    for p in (50, 99):
+        sizes, at = cal.grouped_percentile(codes, rates, counts, 7, p)
+        for g in range(7):
+            mine = codes == g
+            assert sizes[g] == counts[mine].sum()
+            assert at[g] == cal.percentile(np.repeat(rates[mine], counts[mine]), p)
+
+
 def test_derived_min_requests():
     # 5% errors, +/-0.1 at 99%: 2.326^2 * .05 * .95 / .01 = 25.7 -> 26
     assert cal.derived_min_requests(0.05, 0.1, 5, 1000) == 26
@@ -47,6 +75,10 @@ def _frame(rows):
     return pd.DataFrame(rows, columns=["kind", "key", "error_rate"])
 
 
+def _judged(rows):
+    return cal.judged_by_kind(_frame(rows))
+
+
 def test_select_overrides_keeps_persistent_outliers_not_incidents():
     rng = np.random.default_rng(3)
     rows = []
@@ -58,17 +90,17 @@ def test_select_overrides_keeps_persistent_outliers_not_incidents():
         if w < 10:
             rows.append(("url", "/broken", 0.9))  # an outage: 10% of the history
         rows.append(("ip", "10.0.0.1", rng.uniform(0, 0.1)))
-    frame = _frame(rows)
+    judged = _judged(rows)
     params = cal.Params(override_min_windows=5)
-    chosen = cal.select_overrides(frame, n_windows, params)
+    chosen = cal.select_overrides(judged, n_windows, params)
     assert chosen == {"ip": [], "url": ["/login"]}
     # coverage: with a 5% bar the outage qualifies too (it is then "normal")
-    assert "/broken" in cal.select_overrides(frame, n_windows, cal.Params(
+    assert "/broken" in cal.select_overrides(judged, n_windows, cal.Params(
         override_min_windows=5, override_min_coverage=0.05))["url"]
     # pinned keys are not learnt again
-    assert cal.select_overrides(frame, n_windows, cal.Params(
+    assert cal.select_overrides(judged, n_windows, cal.Params(
         override_min_windows=5, pins={"url": {"/login": 0.9}}))["url"] == []
-    assert cal.select_overrides(frame, n_windows, cal.Params(max_overrides=0)) == {"ip": [], "url": []}
+    assert cal.select_overrides(judged, n_windows, cal.Params(max_overrides=0)) == {"ip": [], "url": []}
 
 
 def _sample(params, pool_sizes=(200, 2000, 1000), seed=5):
@@ -78,8 +110,9 @@ def _sample(params, pool_sizes=(200, 2000, 1000), seed=5):
     rows += [("url", f"/u{i % 20}", r) for i, r in enumerate(rng.beta(1, 25, pool_sizes[2]))]
     rows += [("url", "/login", r) for r in rng.uniform(0.3, 0.5, 100)]
     frame = _frame(rows)
-    overrides = cal.select_overrides(frame, 100, params)
-    return cal.build_sample(frame, overrides, params.pins, 0.05), frame
+    judged = cal.judged_by_kind(frame)
+    overrides = cal.select_overrides(judged, 100, params)
+    return cal.build_sample(judged, overrides, params.pins, 0.05), frame
 
 
 def test_fit_counts_like_a_brute_force_judge():
@@ -97,6 +130,22 @@ def test_fit_counts_like_a_brute_force_judge():
     assert (fit.alerts, fit.evaluations) == (alerts, len(frame))
     # /login's windows did not raise the url default
     assert fit.defaults["url"] < 0.3
+
+
+def test_compressed_windows_fit_like_every_window():
+    params = cal.Params(override_min_windows=50)
+    _, frame = _sample(params)
+    frame["error_rate"] = frame["error_rate"].round(2)  # so that windows repeat
+    compressed = frame.groupby(["kind", "key", "error_rate"]).size().reset_index(name="windows")
+    assert len(compressed) < len(frame) / 3
+    fits = []
+    for rows in (frame, compressed):
+        judged = cal.judged_by_kind(rows)
+        overrides = cal.select_overrides(judged, 100, params)
+        fit = cal.fit_thresholds(cal.build_sample(judged, overrides, params.pins, 0.05), 97.0, params)
+        fits.append((overrides, fit.threshold_values(), fit.alerts, fit.evaluations))
+    assert fits[0] == fits[1]
+    assert fits[0][0]["url"] == ["/login"] and fits[0][3] == len(frame)
 
 
 def test_adjustment_reaches_the_target_and_monotone():
@@ -122,7 +171,7 @@ def test_adjustment_off_or_unreachable_fails_with_figures():
     msg = str(err.value)
     assert "unreachable" in msg and "percentile 91" in msg and "percentile-max" in msg and "\n" not in msg
     # all-zero rates: any positive threshold gives 0 alerts, target 1% +/- 0.5% is out of reach
-    zero = cal.Sample(pool={"global": np.zeros(100), "ip": np.zeros(100), "url": np.zeros(100)},
+    zero = cal.Sample(pool={kind: cal.Rates.of(np.zeros(100)) for kind in cal.KINDS},
                       keyed={"ip": {}, "url": {}}, overall_rate=0.0)
     with pytest.raises(cal.CalibrationError, match="unreachable"):
         cal.adjust_percentile(zero, cal.Params())

@@ -184,18 +184,67 @@ def check_params(p: Params) -> None:
 def percentile_sorted(sorted_values: np.ndarray, pct: float) -> float:
     """Exact percentile of already sorted values, linear interpolation between closest
     ranks — the formula of Spark's ``percentile`` and DuckDB's ``quantile_cont``."""
-    n = len(sorted_values)
-    if n == 0:
+    if len(sorted_values) == 0:
         raise ValueError("percentile of no value")
-    pos = (n - 1) * (pct / 100.0)
-    lo = math.floor(pos)
-    hi = math.ceil(pos)
-    a, b = float(sorted_values[lo]), float(sorted_values[hi])
-    return a + (pos - lo) * (b - a) if hi != lo else a
+    return float(_interpolate(lambda k: sorted_values[k], len(sorted_values), pct))
 
 
 def percentile(values: Sequence[float] | np.ndarray, pct: float) -> float:
     return percentile_sorted(np.sort(np.asarray(values, dtype=float)), pct)
+
+
+def _interpolate(sorted_at, n, pct: float):
+    """``percentile_sorted``'s formula over ``n`` values (scalars or arrays of group
+    sizes), ``sorted_at(k)`` giving the k-th smallest (0-based): one source of truth
+    for every percentile here, so that weighted and expanded agree to the last bit."""
+    pos = (n - 1) * (pct / 100.0)
+    lo, hi = np.floor(pos).astype(np.int64), np.ceil(pos).astype(np.int64)
+    a, b = sorted_at(lo), sorted_at(hi)
+    return np.where(hi != lo, a + (pos - lo) * (b - a), a)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """A multiset of window error rates: its sorted distinct values and the running
+    count of windows up to each. Why: a compressed window row stands for many windows,
+    and expanding them (3.5M rows for 10M events) cost seconds in pandas."""
+
+    values: np.ndarray  # sorted, distinct
+    cum: np.ndarray  # cum[i]: windows with a rate <= values[i]
+
+    @classmethod
+    def of(cls, rates, counts=None) -> Rates:
+        rates = np.asarray(rates, dtype=float)
+        values, where = np.unique(rates, return_inverse=True)
+        weights = None if counts is None else np.asarray(counts, dtype=np.int64)
+        per_value = np.bincount(where.ravel(), weights=weights, minlength=len(values))
+        return cls(values, np.cumsum(per_value.astype(np.int64)))
+
+    def __len__(self) -> int:
+        return int(self.cum[-1]) if len(self.cum) else 0
+
+    def percentile(self, pct: float) -> float:
+        if not len(self):
+            raise ValueError("percentile of no value")
+        return float(_interpolate(lambda k: self.values[np.searchsorted(self.cum, k, side="right")],
+                                  len(self), pct))
+
+    def above(self, threshold: float) -> int:
+        """How many rates are strictly above the threshold (the judge's rule)."""
+        i = int(np.searchsorted(self.values, threshold, side="right"))
+        return len(self) - (int(self.cum[i - 1]) if i else 0)
+
+
+def grouped_percentile(codes: np.ndarray, rates: np.ndarray, counts: np.ndarray, groups: int,
+                       pct: float) -> tuple[np.ndarray, np.ndarray]:
+    """(windows, percentile) of each group 0..groups-1 (none empty) of weighted rates, in
+    one sort: the group's ``Rates.of(...).percentile(pct)`` without a loop over groups."""
+    order = np.lexsort((rates, codes))
+    values, cum = rates[order], np.cumsum(counts[order])
+    sizes = np.bincount(codes, weights=counts, minlength=groups).astype(np.int64)
+    before = np.cumsum(sizes) - sizes  # windows of the groups sorted before each
+    at = _interpolate(lambda k: values[np.searchsorted(cum, before + k, side="right")], sizes, pct)
+    return sizes, at
 
 
 def _clip(x: float, floor: float) -> float:
@@ -232,18 +281,59 @@ def derive_min_requests(
 
 # ----------------------------------------------------------------- the in-sample data (pure)
 
+@dataclass(frozen=True)
+class Judged:
+    """One kind's judged in-sample windows, compressed: ``names[codes[i]]`` is the key of
+    ``counts[i]`` windows whose error rate is ``rates[i]``."""
+
+    names: np.ndarray
+    codes: np.ndarray
+    rates: np.ndarray
+    counts: np.ndarray
+
+    def rates_of(self, mask: np.ndarray) -> Rates:
+        return Rates.of(self.rates[mask], self.counts[mask])
+
+    def keys_in(self, keys) -> np.ndarray:
+        """Mask of the windows whose key is one of ``keys``."""
+        return np.isin(self.names, list(keys))[self.codes]
+
+    def by_key(self, keys) -> dict[str, Rates]:
+        """The rates of each of ``keys`` that has judged windows."""
+        return {k: self.rates_of(mask) for k in keys if (mask := self.keys_in([k])).any()}
+
+
+def judged_by_kind(frame) -> dict[str, Judged]:
+    """pandas (kind, key, error_rate and, for compressed windows, their number in
+    ``windows``) -> ``Judged`` per kind."""
+    import pandas as pd
+
+    kinds = frame["kind"].to_numpy(dtype=object)
+    keys = frame["key"].to_numpy(dtype=object)
+    rates = frame["error_rate"].to_numpy(dtype=float)
+    counts = (frame["windows"].to_numpy(dtype=np.int64) if "windows" in frame
+              else np.ones(len(frame), dtype=np.int64))
+    out = {}
+    for kind in KINDS:
+        mask = kinds == kind
+        codes, names = pd.factorize(keys[mask])
+        out[kind] = Judged(names=np.asarray(names, dtype=object), codes=codes.astype(np.int64),
+                           rates=rates[mask], counts=counts[mask])
+    return out
+
+
 @dataclass
 class Sample:
     """Judged in-sample windows, ready for fast percentile fitting and counting.
 
-    ``pool[kind]``: sorted error rates of the kind's judged windows whose key has no
-    override; ``keyed[kind][key]``: sorted rates of each override key's judged windows.
+    ``pool[kind]``: the error rates of the kind's judged windows whose key has no
+    override; ``keyed[kind][key]``: the rates of each override key's judged windows.
     """
 
-    pool: dict[str, np.ndarray]
-    keyed: dict[str, dict[str, np.ndarray]]
+    pool: dict[str, Rates]
+    keyed: dict[str, dict[str, Rates]]
     overall_rate: float
-    pinned: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # pinned keys' rates
+    pinned: dict[str, dict[str, Rates]] = field(default_factory=dict)  # pinned keys' rates
 
     @property
     def evaluations(self) -> int:
@@ -251,56 +341,40 @@ class Sample:
             len(a) for group in (self.keyed, self.pinned) for keys in group.values() for a in keys.values())
 
 
-def key_stats(frame, kind: str):
-    """Per key of a kind: judged windows and median error rate (pandas in, pandas out)."""
-    sub = frame[frame["kind"] == kind]
-    if sub.empty:
-        import pandas as pd
-
-        return pd.DataFrame({"key": [], "windows": [], "median": []})
-    g = sub.groupby("key")["error_rate"]
-    stats = g.agg(windows="size").reset_index()
-    stats["median"] = stats["key"].map(
-        {k: percentile(v.to_numpy(), 50) for k, v in g})
-    return stats
-
-
-def select_overrides(frame, n_windows: int, params: Params) -> dict[str, list[str]]:
+def select_overrides(judged: Mapping[str, Judged], n_windows: int, params: Params) -> dict[str, list[str]]:
     """Keys (per kind) whose normal error rate differs widely from their kind's: see the
-    module doc, step 4. ``frame``: pandas with kind, key, error_rate of in-sample judged
-    windows; ``n_windows``: number of in-sample global windows (for coverage)."""
+    module doc, step 4. ``judged``: ``judged_by_kind`` of the in-sample judged windows;
+    ``n_windows``: number of in-sample global windows (for coverage)."""
     chosen: dict[str, list[str]] = {"ip": [], "url": []}
     if params.max_overrides == 0:
         return chosen
     for kind in ("ip", "url"):
-        rates = frame.loc[frame["kind"] == kind, "error_rate"].to_numpy()
-        if len(rates) == 0:
+        j = judged[kind]
+        if len(j.rates) == 0:
             continue
-        pool_median = percentile(rates, 50)
+        pool_median = Rates.of(j.rates, j.counts).percentile(50)
         bar = max(pool_median * params.override_ratio, pool_median + params.override_min_delta)
-        stats = key_stats(frame, kind)
-        pinned = set(params.pins.get(kind, {}))
+        windows, medians = grouped_percentile(j.codes, j.rates, j.counts, len(j.names), 50)
         min_windows = max(params.override_min_windows, math.ceil(params.override_min_coverage * n_windows))
-        ok = stats[(stats["windows"] >= min_windows) & (stats["median"] >= bar)
-                   & (~stats["key"].isin(pinned))]
-        ok = ok.sort_values(["median", "key"], ascending=[False, True])
-        chosen[kind] = [str(k) for k in ok["key"].head(params.max_overrides)]
+        pinned = set(params.pins.get(kind, {}))
+        ok = [(-float(m), str(k)) for k, n, m in zip(j.names, windows, medians)
+              if n >= min_windows and m >= bar and k not in pinned]
+        chosen[kind] = [k for _, k in sorted(ok)[:params.max_overrides]]
     return chosen
 
 
-def build_sample(frame, override_keys: Mapping[str, Sequence[str]], pins, overall_rate: float) -> Sample:
+def build_sample(judged: Mapping[str, Judged], override_keys: Mapping[str, Sequence[str]], pins,
+                 overall_rate: float) -> Sample:
     """Split judged in-sample windows into pools and override keys (pins are left out of
     the pools too: their threshold is given)."""
     pool, keyed, pinned = {}, {}, {}
     for kind in KINDS:
-        sub = frame[frame["kind"] == kind]
+        j = judged[kind]
         learnt, given = list(override_keys.get(kind, [])), list(pins.get(kind, {}))
-        is_learnt, is_pinned = sub["key"].isin(learnt), sub["key"].isin(given)
-        pool[kind] = np.sort(sub.loc[~(is_learnt | is_pinned), "error_rate"].to_numpy(dtype=float))
-        keyed[kind] = {str(k): np.sort(v.to_numpy(dtype=float))
-                       for k, v in sub.loc[is_learnt & ~is_pinned].groupby("key")["error_rate"]}
-        pinned[kind] = {str(k): np.sort(v.to_numpy(dtype=float))
-                        for k, v in sub.loc[is_pinned].groupby("key")["error_rate"]}
+        is_learnt, is_pinned = j.keys_in(learnt), j.keys_in(given)
+        pool[kind] = j.rates_of(~(is_learnt | is_pinned))
+        keyed[kind] = j.by_key([k for k in learnt if k not in given])
+        pinned[kind] = j.by_key(given)
     return Sample(pool=pool, keyed=keyed, overall_rate=overall_rate, pinned=pinned)
 
 
@@ -322,11 +396,6 @@ class Fit:
                 "url": {"default": self.defaults["url"], "overrides": self.overrides["url"]}}
 
 
-def _breaches(sorted_rates: np.ndarray, threshold: float) -> int:
-    """How many rates are strictly above the threshold (the judge's rule)."""
-    return int(len(sorted_rates) - np.searchsorted(sorted_rates, threshold, side="right"))
-
-
 def fit_thresholds(sample: Sample, pct: float, params: Params) -> Fit:
     """Thresholds at one percentile, and their in-sample alerts / evaluations."""
     floor = params.min_threshold
@@ -334,25 +403,25 @@ def fit_thresholds(sample: Sample, pct: float, params: Params) -> Fit:
     if params.global_method == "fraction":
         g = _clip(sample.overall_rate * (1 + params.global_fraction), floor)
     else:
-        g = _clip(percentile_sorted(sample.pool["global"], pct), floor) if len(sample.pool["global"]) else 1.0
-    alerts += _breaches(sample.pool["global"], g)
+        g = _clip(sample.pool["global"].percentile(pct), floor) if len(sample.pool["global"]) else 1.0
+    alerts += sample.pool["global"].above(g)
     defaults, overrides = {}, {}
     for kind in ("ip", "url"):
         pool = sample.pool[kind]
-        default = _clip(percentile_sorted(pool, pct), floor) if len(pool) else 1.0
+        default = _clip(pool.percentile(pct), floor) if len(pool) else 1.0
         defaults[kind] = default
-        alerts += _breaches(pool, default)
+        alerts += pool.above(default)
         overrides[kind] = {}
         for key, rates in sorted(sample.keyed[kind].items()):
-            own = _clip(percentile_sorted(rates, pct), floor)
+            own = _clip(rates.percentile(pct), floor)
             t = max(default, own)
             if own > default:
                 overrides[kind][key] = own
-            alerts += _breaches(rates, t)
+            alerts += rates.above(t)
         for key, rate in sorted(params.pins.get(kind, {}).items()):
             overrides[kind][key] = round(float(rate), ROUND)
         for key, rates in sample.pinned.get(kind, {}).items():
-            alerts += _breaches(rates, overrides[kind][key])
+            alerts += rates.above(overrides[kind][key])
     return Fit(percentile=pct, global_rate=g, defaults=defaults, overrides=overrides,
                alerts=alerts, evaluations=sample.evaluations)
 
@@ -481,17 +550,7 @@ def compute_rates(events_df, params: Params, start: datetime, end: datetime, spl
 
 def percentile_of_counts(values: Sequence[float], counts: Sequence[int], pct: float) -> float:
     """``percentile`` of a multiset given as (value, count) pairs — same result as expanding it."""
-    order = np.argsort(np.asarray(values, dtype=float), kind="stable")
-    vals = np.asarray(values, dtype=float)[order]
-    cum = np.cumsum(np.asarray(counts, dtype=np.int64)[order])
-    n = int(cum[-1]) if len(cum) else 0
-    if n == 0:
-        raise ValueError("percentile of no value")
-    pos = (n - 1) * (pct / 100.0)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    a = float(vals[np.searchsorted(cum, lo, side="right")])
-    b = float(vals[np.searchsorted(cum, hi, side="right")])
-    return a + (pos - lo) * (b - a) if hi != lo else a
+    return Rates.of(values, counts).percentile(pct)
 
 
 def compress_rates(rates_df):
@@ -733,19 +792,16 @@ def rate_summary(rates_df) -> dict[str, Any]:
     return out
 
 
-def judged_sample(rates_df, min_requests: Mapping[str, int]):
-    """In-sample judged windows (kind, key, error_rate) collected to pandas, one row per
-    window (a ``compress_rates`` row is repeated ``windows`` times after the collect)."""
+def judged_sample(rates_df, min_requests: Mapping[str, int]) -> dict[str, Judged]:
+    """In-sample judged windows, compressed, collected per kind (``judged_by_kind``)."""
     from pyspark.sql import functions as F
 
     cond = None
     for kind, n in min_requests.items():
         c = (F.col("kind") == F.lit(kind)) & (F.col("requests") >= F.lit(int(n)))
         cond = c if cond is None else (cond | c)
-    frame = rates_df.where((F.col("segment") == F.lit("in")) & cond).select(
-        "kind", "key", "error_rate", "windows").toPandas()
-    return frame.loc[frame.index.repeat(frame["windows"].to_numpy())].drop(columns="windows") \
-        .reset_index(drop=True)
+    return judged_by_kind(rates_df.where((F.col("segment") == F.lit("in")) & cond).select(
+        "kind", "key", "error_rate", "windows").toPandas())
 
 
 def replay(rates_df, thresholds: th.Thresholds) -> dict[str, Any]:
@@ -882,11 +938,11 @@ def _calibrate_rates(compressed, params, lo, hi, split_at, source, version, now,
                 stats["overall_rate"], params.min_requests_precision, params.min_requests_floor,
                 medians.get(kind, params.min_requests_floor))
     clock = time.perf_counter()
-    frame = judged_sample(rates, min_requests)
+    judged = judged_sample(rates, min_requests)
     timings["collect_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    overrides = select_overrides(frame, n_in, params)
-    sample = build_sample(frame, overrides, params.pins, stats["overall_rate"])
+    overrides = select_overrides(judged, n_in, params)
+    sample = build_sample(judged, overrides, params.pins, stats["overall_rate"])
     fit, trace = adjust_percentile(sample, params)
     timings["fit_s"] = time.perf_counter() - clock
 
