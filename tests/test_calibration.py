@@ -255,7 +255,7 @@ def test_rows_counted_by_the_statistic_pass(spark, history):
     # calibrate counts the events in the bucket-count pass (no scan of its own): the count
     # row of compressed_rates(with_rows=True) is the number of events with an event time,
     # the other rows are unchanged, and calibrate's rows and thresholds are those it gets
-    # when told the count
+    # when told the count; none of these runs leaves its windows kept
     frame = history.copy()
     frame.loc[frame.index % 89 == 0, "url"] = None
     events = to_events(spark, frame)
@@ -268,6 +268,8 @@ def test_rows_counted_by_the_statistic_pass(spark, history):
         marks = [r for r in counted if r.segment == cal.ROWS_SEGMENT]
         assert [(r.kind, r.key, r.requests, r.errors, r.windows) for r in marks] == [("global", "*", len(frame), 0, 0)]
         assert sorted(map(tuple, plain)) == sorted(tuple(r) for r in counted if r.segment != cal.ROWS_SEGMENT)
+    kept = spark.sparkContext._jsc.getPersistentRDDs  # the checkpointed windows, while a run holds them
+    before = kept().size()
     told = cal.calibrate(events, params, start=start, end=end, version=1, rows=len(frame))
     found = cal.calibrate(events, params, start=start, end=end, version=1)
     assert found.doc["calibration"]["rows"] == len(frame) == found.summary["rows"]
@@ -281,6 +283,7 @@ def test_rows_counted_by_the_statistic_pass(spark, history):
     with pytest.raises(cal.CalibrationError, match="^nothing here$"):
         cal.calibrate(events, params, start=T0 - timedelta(days=2), end=T0 - timedelta(days=1),
                       empty_message="nothing here")
+    assert kept().size() == before  # released after every run, the failed one too
 
 
 def _log_lines(frame: pd.DataFrame) -> list[str]:
