@@ -621,6 +621,10 @@ def _block_windows(events_df, params: Params, start: datetime, end: datetime, sp
     3. Those windows, one row each, counted per (segment, kind, key, requests, errors) —
        in the same stage: stage 2 already gathered each (kind, key) in one partition.
 
+    Until that count, segment and kind are small integers and requests and errors stay
+    packed in one long: a narrower grouping key to hash and compare for the millions of
+    windows (~1.5 s less of ~18 s on a fresh JVM); names come back on the counted rows.
+
     The plan is written as SQL text (``selectExpr``): built from Column objects it took
     ~4,400 Py4J calls and 2 s on a fresh JVM, this way ~400 and 1.3 s.
 
@@ -648,15 +652,16 @@ def _block_windows(events_df, params: Params, start: datetime, end: datetime, sp
                                 "block", "key_ip", "key_url").agg(*sums, F.expr("grouping_id() AS gid"))
     p = [f"p{r}" for r in range(steps)]
     q = [f"q{r}" for r in range(steps - 1)]
-    # grouping_id over (block, key_ip, key_url): 1 = key_url rolled up, 2 = key_ip, 3 = both
+    # grouping_id over (block, key_ip, key_url): 1 = key_url rolled up (ip),
+    # 2 = key_ip (url), 3 = both (global); it stands for the kind until the end
     blocks = grouped.selectExpr(
-        "CASE gid WHEN 1 THEN 'ip' WHEN 2 THEN 'url' ELSE 'global' END AS kind",
+        "gid",
         f"CASE gid WHEN 1 THEN key_ip WHEN 2 THEN key_url ELSE '{windows.GLOBAL_KEY}' END AS key",
         "block", *p).where("key IS NOT NULL")
-    in_time = "OVER (PARTITION BY kind, key ORDER BY block)"
+    in_time = "OVER (PARTITION BY gid, key ORDER BY block)"
     adjacent = f"lead(block) {in_time} = block + 1"
     blocks = blocks.selectExpr(
-        "kind", "key", "block", *p,
+        "gid", "key", "block", *p,
         *[f"CASE WHEN {adjacent} THEN lead(p{r}) {in_time} ELSE 0L END AS q{r}" for r in range(steps - 1)],
         f"coalesce(lag(block) {in_time} = block - 1, false) AS has_prev")
 
@@ -666,23 +671,22 @@ def _block_windows(events_df, params: Params, start: datetime, end: datetime, sp
     starts = [f"struct(block * {steps} + {r} AS s, {total(p[r:] + q[:r])} AS v)" for r in range(steps)]
     if with_rows:  # the global blocks' events, marked by a null start
         starts.append(f"struct(CAST(NULL AS BIGINT) AS s, "
-                      f"IF(kind = 'global', ({total(p)}) & {_REQUESTS_MASK}, 0L) AS v)")
+                      f"IF(gid = 3, ({total(p)}) & {_REQUESTS_MASK}, 0L) AS v)")
     orphans = [f"struct(block * {steps} - {steps - r} AS s, {total(p[:r])} AS v)" for r in range(1, steps)]
     own, with_orphans = ", ".join(starts), ", ".join(starts + orphans)
-    wins = blocks.selectExpr("kind", "key", f"inline(IF(has_prev, array({own}), array({with_orphans})))").where(
+    wins = blocks.selectExpr("gid", "key", f"inline(IF(has_prev, array({own}), array({with_orphans})))").where(
         f"v > 0 AND (s IS NULL OR (s * {slide_us} >= {lo_us} AND s * {slide_us} + {length_us} <= {hi_us}))")
+    # seg: 0 in sample, 1 out of sample, 2 the count row (its events summed in w)
     out = wins.selectExpr(
-        f"CASE WHEN s IS NULL THEN {rows_seg} WHEN s * {slide_us} < {split_us} THEN 'in' ELSE 'out' END "
-        "AS segment",
-        "kind", "key",
-        f"IF(s IS NULL, 0L, v & {_REQUESTS_MASK}) AS requests",
-        f"IF(s IS NULL, 0L, shiftright(v, {_ERROR_BIT})) AS errors",
-        "IF(s IS NULL, v, 1L) AS w",
-    ).groupBy("segment", "kind", "key", "requests", "errors").agg(F.expr("sum(w) AS windows"))
+        f"CASE WHEN s IS NULL THEN 2 WHEN s * {slide_us} < {split_us} THEN 0 ELSE 1 END AS seg",
+        "gid", "key", "IF(s IS NULL, 0L, v) AS v", "IF(s IS NULL, v, 1L) AS w",
+    ).groupBy("seg", "gid", "key", "v").agg(F.expr("sum(w) AS windows"))
     # the count row carries its events in requests, as _bucket_windows gives it
     return out.selectExpr(
-        "segment", "kind", "key", f"IF(segment = {rows_seg}, windows, requests) AS requests", "errors",
-        f"IF(segment = {rows_seg}, 0L, windows) AS windows")
+        f"CASE seg WHEN 0 THEN 'in' WHEN 1 THEN 'out' ELSE {rows_seg} END AS segment",
+        "CASE gid WHEN 1 THEN 'ip' WHEN 2 THEN 'url' ELSE 'global' END AS kind", "key",
+        f"IF(seg = 2, windows, v & {_REQUESTS_MASK}) AS requests", f"shiftright(v, {_ERROR_BIT}) AS errors",
+        "IF(seg = 2, 0L, windows) AS windows")
 
 
 def _bucket_windows(events_df, params: Params, start: datetime, end: datetime, split_at: datetime,
