@@ -21,14 +21,24 @@ def test_percentile_is_linear_interpolation_like_numpy():
         cal.percentile([], 50)
 
 
-def test_percentile_of_counts_equals_expanded():
-    rng = np.random.default_rng(2)
-    for _ in range(50):
-        values = rng.integers(1, 40, rng.integers(1, 12)).astype(float)
-        counts = rng.integers(1, 9, len(values))
-        expanded = np.repeat(values, counts)
-        for p in (1, 50, 99, 100):
-            assert cal.percentile_of_counts(values, counts, p) == cal.percentile(expanded, p)
+def test_summary_and_judged_sample_of_collected_windows():
+    # compressed windows as collect_windows gives them: a row stands for `windows` windows
+    frame = pd.DataFrame([
+        ("rows", "global", "*", 1000, 0, 0),
+        ("in", "global", "*", 100, 5, 3), ("in", "global", "*", 80, 8, 1), ("out", "global", "*", 90, 9, 2),
+        ("in", "ip", "a", 4, 1, 10), ("in", "ip", "a", 10, 5, 2), ("in", "ip", "b", 7, 0, 5),
+        ("out", "ip", "b", 9, 9, 4), ("in", "url", "/x", 30, 3, 6),
+    ], columns=["segment", "kind", "key", "requests", "errors", "windows"])
+    stats = cal.rate_summary(frame)
+    assert stats["rows"] == 1000
+    assert stats["windows"] == {"in": {"global": 4, "ip": 17, "url": 6}, "out": {"global": 2, "ip": 4}}
+    assert (stats["requests"], stats["errors"]) == (380, 23) and stats["overall_rate"] == 23 / 380
+    # the medians of the expanded in-sample requests: [80, 100 x3], [4 x10, 7 x5, 10 x2], [30 x6]
+    assert stats["median_requests"] == {"global": 100.0, "ip": 4.0, "url": 30.0}
+    assert "rows" not in cal.rate_summary(frame[frame["segment"] != "rows"])
+    judged = cal.judged_sample(frame, {"global": 90, "ip": 5, "url": 30})
+    assert {kind: sorted(zip(j.names[j.codes], j.rates, j.counts)) for kind, j in judged.items()} == {
+        "global": [("*", 0.05, 3)], "ip": [("a", 0.5, 2), ("b", 0.0, 5)], "url": [("/x", 0.1, 6)]}
 
 
 def test_weighted_rates_equal_expanded():
