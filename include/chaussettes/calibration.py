@@ -564,6 +564,7 @@ def compress_rates(rates_df):
 
 
 COMPRESSED_SCHEMA = "segment string, kind string, key string, requests long, errors long, windows long"
+WINDOW_COLUMNS = tuple(field.split()[0] for field in COMPRESSED_SCHEMA.split(", "))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -778,9 +779,6 @@ def collect_windows(rates_df) -> dict[str, np.ndarray]:
     return out
 
 
-WINDOW_COLUMNS = ("segment", "kind", "key", "requests", "errors", "windows")
-
-
 def _columns(windows_cols, *names):
     return [np.asarray(windows_cols[n]) for n in names]
 
@@ -801,13 +799,14 @@ def rate_summary(windows_cols) -> dict[str, Any]:
         in_seg = segment == seg
         for k in KINDS:
             mask = in_seg & is_kind[k]
-            if mask.any():
-                out["windows"].setdefault(seg, {})[k] = int(n[mask].sum())
-            if seg == "in" and mask.any():
+            if not mask.any():
+                continue
+            out["windows"].setdefault(seg, {})[k] = int(n[mask].sum())
+            if seg == "in":
                 out["median_requests"][k] = Rates.of(requests[mask], n[mask]).percentile(50)
-            if seg == "in" and k == "global":
-                out["requests"] = int((requests[mask] * n[mask]).sum())
-                out["errors"] = int((errors[mask] * n[mask]).sum())
+    in_global = (segment == "in") & is_kind["global"]
+    out["requests"] = int((requests[in_global] * n[in_global]).sum())
+    out["errors"] = int((errors[in_global] * n[in_global]).sum())
     out["overall_rate"] = out["errors"] / out["requests"] if out["requests"] else 0.0
     return out
 
@@ -937,9 +936,9 @@ def _calibrate_rates(compressed, params, lo, hi, split_at, source, version, now,
     from pyspark.sql import functions as F
 
     clock = time.perf_counter()
-    frame = collect_windows(compressed)
+    collected = collect_windows(compressed)
     timings["collect_s"] = time.perf_counter() - clock
-    stats = rate_summary(frame)
+    stats = rate_summary(collected)
     rates = compressed.where(F.col("segment") != F.lit(ROWS_SEGMENT))
     if rows is None:  # counted by the statistic's pass (compressed_rates with_rows)
         rows = stats.get("rows", 0)
@@ -972,7 +971,7 @@ def _calibrate_rates(compressed, params, lo, hi, split_at, source, version, now,
                 stats["overall_rate"], params.min_requests_precision, params.min_requests_floor,
                 medians.get(kind, params.min_requests_floor))
     clock = time.perf_counter()
-    judged = judged_sample(frame, min_requests)
+    judged = judged_sample(collected, min_requests)
     overrides = select_overrides(judged, n_in, params)
     sample = build_sample(judged, overrides, params.pins, stats["overall_rate"])
     fit, trace = adjust_percentile(sample, params)
