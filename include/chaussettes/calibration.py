@@ -746,7 +746,7 @@ def _compress_partition(batches, steps, slide_s, length_s, lo_us, hi_us, split_u
             [pa.array([ROWS_SEGMENT]), pa.array(["global"]), pa.array([windows.GLOBAL_KEY]),
              pa.array([int(table.column("n").to_numpy()[is_global].sum())], pa.int64()),
              pa.array([0], pa.int64()), pa.array([0], pa.int64())],
-            names=["segment", "kind", "key", "requests", "errors", "windows"])
+            names=list(WINDOW_COLUMNS))
     if counts.empty:
         return
     gid = counts["g"].to_numpy()
@@ -757,7 +757,7 @@ def _compress_partition(batches, steps, slide_s, length_s, lo_us, hi_us, split_u
         pa.array(counts["requests"].to_numpy(dtype=np.int64)),
         pa.array(counts["errors"].to_numpy(dtype=np.int64)),
         pa.array(counts["windows"].to_numpy(dtype=np.int64)),
-    ], names=["segment", "kind", "key", "requests", "errors", "windows"])
+    ], names=list(WINDOW_COLUMNS))
 
 
 def collect_windows(rates_df) -> dict[str, np.ndarray]:
