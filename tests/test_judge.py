@@ -96,3 +96,21 @@ def test_judge_without_overrides_and_on_a_stream(spark, tmp_path):
 def test_judge_needs_thresholds(spark):
     with pytest.raises(TypeError):
         J.judge(rates_df(spark, [("ip", "a", 1, 1)]), {"version": 0})
+
+
+def test_numpy_form_agrees_with_judge_one():
+    """``evaluate`` (numpy, one kind at a time) gives judge_one's verdicts bit for bit."""
+    t = make_thresholds()
+    rng = random.Random(5)
+    keys = {"global": ["*"], "ip": ["10.0.0.1", "10.0.0.7", "10.0.0.8"], "url": ["/", "/login"]}
+    for kind, names in keys.items():
+        rows = [(rng.choice(names), n, rng.randint(0, n)) for n in (rng.randint(0, 60) for _ in range(2000))]
+        rows += [(names[0], 10, 2), (names[0], 20, 5), (names[-1], 4, 1), (names[0], 0, 0)]
+        v = J.evaluate(t, kind, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        for i, (key, n, e) in enumerate(rows):
+            want = J.judge_one(kind, key, n, e, t)
+            assert (float(v.threshold[i]), bool(v.judged[i]), bool(v.breach[i]), v.severity(i)) == \
+                (want.threshold, want.judged, want.breach, want.severity), (kind, key, n, e)
+        assert 0 < int(v.breach.sum()) < len(rows)
+    with pytest.raises(ValueError):
+        J.evaluate(t, "status", [], [], [])

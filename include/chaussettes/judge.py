@@ -8,10 +8,13 @@ For a row (kind, key, requests, errors, error_rate):
     severity  = (breach only) "warning" if error_rate < 1.5 x threshold,
                 "major" if error_rate < 2 x threshold, else "critical"; null otherwise
 
-``judge(rates_df, thresholds)`` does it on a Spark DataFrame (batch or streaming) with
-column expressions only; ``judge_one(...)`` does it in plain Python. They agree exactly
-(same IEEE double operations; a test checks it on many rows). The calibration's replay and
-the detector both call these, so a validation alert rate is the detector's alert rate.
+Three forms of the one rule, which agree exactly (same IEEE double operations; tests check
+it on many rows):
+
+- ``judge(rates_df, thresholds)``: Spark column expressions (batch or streaming);
+- ``evaluate(thresholds, kind, keys, requests, errors, window_start)``: numpy arrays, one
+  kind at a time — what the detector's stateful step and the calibration's replay call;
+- ``judge_one(...)``: plain Python, one window.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from chaussettes.thresholds import KINDS, Thresholds
 MAJOR_RATIO = 1.5  # error_rate / threshold at and above which a breach is "major"
 CRITICAL_RATIO = 2.0  # ... and "critical"
 SEVERITIES = ("warning", "major", "critical")
+LEVELS = (None, *SEVERITIES)  # Verdicts.level indexes this: 0 = no breach
 JUDGE_COLUMNS = ("threshold", "judged", "breach", "severity")
 
 
@@ -67,6 +71,45 @@ def judge_one(kind: str, key: str, requests: int, errors: int, thresholds: Thres
         threshold=threshold, judged=judged, breach=breach,
         severity=severity(rate, threshold) if breach else None,
     )
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """``evaluate``'s answer: one entry per window, numpy arrays."""
+
+    threshold: Any  # float64: the error rate the window had to exceed
+    judged: Any  # bool
+    breach: Any  # bool
+    level: Any  # int8: index in LEVELS (0 when no breach)
+
+    def severity(self, i: int) -> str | None:
+        return LEVELS[int(self.level[i])]
+
+
+def evaluate(thresholds: Thresholds, kind: str, keys, requests, errors, window_start=None) -> Verdicts:
+    """The rule on arrays of windows of one kind (``keys``: their keys; ``requests``,
+    ``errors``: int arrays; ``window_start``: epoch seconds, for rules that depend on the
+    time of day). The same verdicts as ``judge_one`` on each window, bit for bit."""
+    import numpy as np
+    import pandas as pd
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    requests = np.asarray(requests, dtype=np.int64)
+    errors = np.asarray(errors, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(requests > 0, errors.astype(np.float64) / np.maximum(requests, 1).astype(np.float64), 0.0)
+    threshold = np.full(len(requests), thresholds.default(kind), dtype=np.float64)
+    overrides = thresholds.overrides(kind)
+    if overrides and len(requests):
+        own = pd.Series(np.asarray(keys, dtype=object)).map(overrides)
+        has = own.notna().to_numpy()
+        threshold[has] = own[has].to_numpy(dtype=np.float64)
+    judged = requests >= thresholds.min_requests[kind]
+    breach = judged & (rate > threshold)
+    level = np.where(rate < MAJOR_RATIO * threshold, 1, np.where(rate < CRITICAL_RATIO * threshold, 2, 3))
+    return Verdicts(threshold=threshold, judged=judged, breach=breach,
+                    level=np.where(breach, level, 0).astype(np.int8))
 
 
 def threshold_column(thresholds: Thresholds, kind_col: str = "kind", key_col: str = "key"):

@@ -33,6 +33,7 @@ SCHEMA_PATH = PACKAGE_DIR / "seuils.schema.json"
 DEFAULT_PATH = PACKAGE_DIR / "default_seuils.json"
 KINDS = ("global", "ip", "url")
 GLOBAL_KEY = "*"
+RESOLVE_AFTER = 3  # incidents.resolve_after when a file does not say
 
 
 class ThresholdsError(ValueError):
@@ -122,6 +123,11 @@ class Thresholds:
     @property
     def error_status_min(self) -> int:
         return int(self.doc["error_status_min"])
+
+    @property
+    def resolve_after(self) -> int:
+        """Consecutive judged windows without a breach that resolve an incident."""
+        return int(self.doc.get("incidents", {}).get("resolve_after", RESOLVE_AFTER))
 
     @property
     def min_requests(self) -> dict[str, int]:
