@@ -1,9 +1,10 @@
 """End to end on a real broker and real Spark: generator scenario → detector (a subprocess,
-available-now) → ``alerts``; bad lines quarantined; kill -9 of the driver and restart.
+available-now) → incident events on ``alerts``; bad lines quarantined; kill -9 of the driver
+and restart.
 
 One scenario topic is shared by the module: an uninterrupted run (``run_a``) is checked
 for detection, quarantine, archive and status; a second run on the same input is killed
-with SIGKILL mid-way and restarted, and must publish exactly the same set of alert ids.
+with SIGKILL mid-way and restarted, and must publish exactly the same set of events.
 """
 
 from __future__ import annotations
@@ -128,33 +129,40 @@ def run_a(scenario):
     ensure_topics(conf, {alerts_topic: 1})
     home = base / "run-a"
     run_detector(detector_argv(conf, scenario["topic"], alerts_topic, home, scenario["thresholds"]), home)
-    alerts = read_alerts(conf, alerts_topic)
-    return {"home": home, "alerts": alerts, "settings": conf.replace(home=home)}
+    events = read_alerts(conf, alerts_topic)
+    return {"home": home, "events": events, "settings": conf.replace(home=home)}
 
 
-def test_each_incident_alerted_and_clean_stretch_silent(scenario, run_a):
-    alerts = run_a["alerts"]
-    assert alerts, "no alert at all"
-    for a in alerts:
-        assert tuple(a) == schemas.ALERT_COLUMNS
-        assert a["thresholds_version"] == 1
-        assert a["severity"] in ("warning", "major", "critical")
-        assert a["error_rate"] > a["threshold"]
-    incidents = [(i["alert_kind"], i["entity"], parse_iso(i["start"]), parse_iso(i["end"]))
-                 for i in scenario["labels"]["incidents"]]
-    for kind, entity, start, end in incidents:
-        hits = [a for a in alerts if a["kind"] == kind and a["key"] == entity
-                and parse_iso(a["window_start"]) < end and parse_iso(a["window_end"]) > start]
-        assert hits, f"incident {kind} {entity} {start}..{end} not alerted"
-        explanation = hits[0]["explanation"]
-        assert "top error" in explanation
-    # a window that overlaps no incident must not alert
-    false_alerts = [a for a in alerts if not any(
-        parse_iso(a["window_start"]) < end and parse_iso(a["window_end"]) > start
-        for _, _, start, end in incidents)]
-    assert not false_alerts, false_alerts[:3]
-    # once per (kind, key, window)
-    ids = [a["alert_id"] for a in alerts]
+def test_each_incident_alerted_once_and_clean_stretch_silent(scenario, run_a):
+    events = run_a["events"]
+    assert events, "no event at all"
+    for e in events:
+        expected = schemas.INCIDENT_EVENT_COLUMNS + (("resolved_at",) if e["event"] == "resolved" else ())
+        assert tuple(e) == expected
+        assert e["thresholds_version"] == 1 and e["severity"] in ("warning", "major", "critical")
+        assert e["error_rate"] > e["threshold"]
+    by_incident: dict[str, list[dict]] = {}
+    for e in events:
+        by_incident.setdefault(e["incident_id"], []).append(e)
+    for history in by_incident.values():
+        names = [e["event"] for e in history]
+        assert names.count("firing") == 1 and names[0] == "firing", names
+        assert names.count("resolved") <= 1 and "resolved" not in names[:-1], names
+        levels = [e["severity"] for e in history if e["event"] == "escalated"]
+        assert len(levels) == len(set(levels)), names
+    labelled = [(i["alert_kind"], i["entity"], parse_iso(i["start"]), parse_iso(i["end"]))
+                for i in scenario["labels"]["incidents"]]
+    for kind, entity, start, end in labelled:
+        hits = [e for e in events if e["event"] == "firing" and e["kind"] == kind and e["key"] == entity
+                and parse_iso(e["window_start"]) < end and parse_iso(e["window_end"]) > start]
+        assert len(hits) == 1, f"incident {kind} {entity} {start}..{end}: {len(hits)} firing events"
+        assert "top error" in hits[0]["explanation"]
+        assert len(by_incident[hits[0]["incident_id"]]) <= 3  # firing, one escalation, resolved
+    # an incident whose first window overlaps no labelled incident is a false alarm
+    false_alarms = [e for e in events if e["event"] == "firing" and not any(
+        parse_iso(e["window_start"]) < end and parse_iso(e["window_end"]) > start for _, _, start, end in labelled)]
+    assert not false_alarms, false_alarms[:3]
+    ids = [e["alert_id"] for e in events]
     assert len(ids) == len(set(ids))
 
 
@@ -174,7 +182,7 @@ def test_bad_lines_quarantined_with_exact_count(scenario, run_a):
     for f in sorted(Path(home_settings.quarantine_dir).rglob("*.json")):
         rows += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
     assert len(rows) == len(scenario["bad"])
-    assert {r["reason"] for r in rows} <= set(logformat.REASONS)
+    assert {r["reason"] for r in rows} <= set(logformat.REASONS + schemas.DETECTOR_REASONS)
     assert all(r["topic"] == scenario["topic"] and r["offset"] is not None for r in rows)
     # the archive holds every good event once, by date and hour
     files = list(Path(home_settings.archive_dir).rglob("*.parquet"))
@@ -183,7 +191,7 @@ def test_bad_lines_quarantined_with_exact_count(scenario, run_a):
     assert archived == status["events_total"]
 
 
-def test_kill_9_then_restart_publishes_the_same_alerts_once(scenario, run_a):
+def test_kill_9_then_restart_publishes_the_same_events_once(scenario, run_a):
     conf, base = scenario["conf"], scenario["base"]
     alerts_topic = f"alerts-{uuid.uuid4().hex[:8]}"
     ensure_topics(conf, {alerts_topic: 1})
@@ -214,7 +222,7 @@ def test_kill_9_then_restart_publishes_the_same_alerts_once(scenario, run_a):
     assert killed_at is not None, "the detector ended before it could be killed"
     run_detector(argv, home)
     ids_b = [a["alert_id"] for a in read_alerts(conf, alerts_topic)]
-    ids_a = [a["alert_id"] for a in run_a["alerts"]]
+    ids_a = [a["alert_id"] for a in run_a["events"]]
     assert len(ids_b) == len(set(ids_b)), "an alert was published twice"
     assert set(ids_b) == set(ids_a)
     status = json.loads(status_path.read_text())

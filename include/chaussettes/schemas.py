@@ -55,12 +55,43 @@ ALERT_FIELDS: tuple[tuple[str, str], ...] = (
 )
 ALERT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in ALERT_FIELDS)
 
+# Incident events on `alerts` (key = alert_id), what the detector publishes now: one record
+# per firing / escalated / resolved of an incident (consecutive breaching windows of one
+# kind and key; chaussettes.incidents). Readers take a record without "event" as an old
+# per-window alert (ALERT_FIELDS), i.e. a firing.
+INCIDENT_EVENTS = ("firing", "escalated", "resolved")
+INCIDENT_EVENT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("event", "string"),  # one of INCIDENT_EVENTS
+    ("incident_id", "string"),  # deterministic from (kind, key, first breaching window start)
+    ("alert_id", "string"),  # deterministic from (incident_id, event, severity)
+    ("kind", "string"),
+    ("key", "string"),
+    ("window_start", "string"),  # the breaching window (for resolved: the last one)
+    ("window_end", "string"),
+    ("requests", "long"),
+    ("errors", "long"),
+    ("error_rate", "double"),
+    ("threshold", "double"),  # the error rate the window had to exceed
+    ("severity", "string"),
+    ("first_window_start", "string"),  # the incident so far
+    ("last_window_end", "string"),
+    ("peak_error_rate", "double"),
+    ("windows_breached", "long"),
+    ("thresholds_version", "long"),
+    ("detected_at", "string"),
+    ("explanation", "string"),
+    # "resolved_at" (string) follows on a resolved event: the event time it resolved at
+)
+INCIDENT_EVENT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in INCIDENT_EVENT_FIELDS)
+# Quarantine reasons the detector adds to the line parser's (logformat.REASONS)
+DETECTOR_REASONS = ("future_time",)
+
 # Detector status file (written atomically after every micro-batch). Keys:
 #   state ("running" | "failed" | "stopped"), pid, started_at, updated_at (ISO UTC),
 #   batch_id, input_rows, input_rows_per_s, processed_rows_per_s,
 #   end_offsets {topic: {partition: offset}}, lag {topic: {partition: n}}, total_lag,
 #   thresholds_version, thresholds_source, thresholds_error (null when the last load was good),
-#   quarantined_total, alerts_published_total, alerts_last_batch, error (null or message)
+#   quarantined_total, alerts_published_total (incident events), alerts_last_batch, error (null or message)
 STATUS_KEYS = (
     "state", "pid", "started_at", "updated_at", "batch_id", "input_rows",
     "input_rows_per_s", "processed_rows_per_s", "end_offsets", "lag", "total_lag",

@@ -114,6 +114,9 @@ class Settings:
     thresholds_path: Path | None = None  # pins a file; else the artifact store's current
     # --- detection
     error_status_min: int = 400  # an error is status >= this
+    detector_shards: int = 16  # key groups per kind in the detector's state (detector.channel)
+    topic_window_counts: str = ""  # the detector's channel topic; empty: "<topic_alerts>-window-counts"
+    window_counts_partitions: int = 4
     # --- security and durability (chaussettes.security, stack/tls.py, stack/s3.py)
     security_enabled: bool = False  # mutual-TLS proxy in front of the broker, Spark secret, Airflow login
     durable_storage: bool = False  # the local broker on s3:// (a local SeaweedFS) instead of memory
@@ -141,7 +144,8 @@ class Settings:
         if not self.spark_master.strip():
             object.__setattr__(self, "spark_master", f"spark://127.0.0.1:{self.spark_master_port}")
         self.kafka.validate()
-        for name in ("logs_partitions", "alerts_partitions", "spark_worker_cores"):
+        for name in ("logs_partitions", "alerts_partitions", "spark_worker_cores", "detector_shards",
+                     "window_counts_partitions"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be at least 1")
 

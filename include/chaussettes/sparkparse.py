@@ -485,13 +485,17 @@ def fast_parts(df, value_col: str = "value"):
     return fast, good, keep
 
 
-def fast_of(df, value_col: str = "value"):
+def fast_of(df, value_col: str = "value", refuse=None):
     """``fast_parts``' ``fast`` alone: projections only, so it also applies to a streaming
-    DataFrame (the detector builds it once for the query, not once per micro-batch)."""
+    DataFrame (the detector builds it once for the query, not once per micro-batch).
+    ``refuse``: a condition on the parsed row under which the fast path leaves a line to
+    the full rules anyway, its text kept (the detector's lines stamped in the future)."""
     F = _F()
     # the input line itself is not carried (``raw`` has its text): the cache stays small
     keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason", value_col)]
     fast = _fast(_prepare(df, value_col), keep)
+    if refuse is not None:
+        fast = fast.withColumn("__fast_ok", F.col("__fast_ok") & ~F.coalesce(refuse, F.lit(False)))
     # the line's text is only needed by the rows the fast path refused (full rules,
     # quarantine): nulled for the others, the cached batch is much smaller
     ok = F.col("__fast_ok")

@@ -34,6 +34,9 @@ DEFAULT_PATH = PACKAGE_DIR / "default_seuils.json"
 KINDS = ("global", "ip", "url")
 GLOBAL_KEY = "*"
 RESOLVE_AFTER = 3  # incidents.resolve_after when a file does not say
+# The per-key tables of a kind's section ({key: value}): a detector key group needs only
+# its own keys' entries (detector.channel.thresholds_slice).
+KEYED_FIELDS = ("overrides",)
 
 
 class ThresholdsError(ValueError):

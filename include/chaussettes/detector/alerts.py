@@ -1,8 +1,11 @@
-"""Alert building: deterministic ids, severity, human explanation.
+"""What goes on ``alerts``: incident events (``chaussettes.incidents`` makes them, this
+module words them: the explanation, the top error URLs / IPs / statuses) and the JSON
+record of each.
 
-``alert_id`` is the first 20 hex characters of sha1(``kind|key|window_start|window_end``)
-with the window bounds as ISO-8601 UTC strings (``2026-11-23T10:00:00Z``): the same
-breach always gets the same id, so a replay or a restart never makes a second one.
+An incident event's ``alert_id`` comes from (incident, event, severity); the older
+one-record-per-window alerts (``build_alert``, read by the operations page and the relay
+as ``firing``) had ``alert_id`` = the first 20 hex characters of
+sha1(``kind|key|window_start|window_end``) with the window bounds as ISO-8601 UTC strings.
 """
 
 from __future__ import annotations
@@ -85,6 +88,54 @@ def build_alert(*, kind: str, key: str, window_start, window_end, requests: int,
     }
     assert tuple(alert) == schemas.ALERT_COLUMNS
     return alert
+
+
+def incident_record(event: Mapping, detected_at: str, tops=None) -> dict:
+    """The JSON value of an incident event on ``alerts``: ``schemas.INCIDENT_EVENT_FIELDS``
+    in order (``resolved_at`` only on ``resolved``)."""
+    if event["event"] == "resolved":
+        who = "all traffic" if event["kind"] == "global" else f"{event['kind']} {event['key']}"
+        text = (f"{who}: resolved at {event['resolved_at']} after {event['windows_breached']} breaching "
+                f"window(s) from {event['first_window_start']} (peak error rate {event['peak_error_rate']:.1%})")
+    else:
+        text = explanation(event["kind"], event["key"], event["requests"], event["errors"], event["error_rate"],
+                           event["threshold"], tops)
+    out = {name: event.get(name) for name in schemas.INCIDENT_EVENT_COLUMNS}
+    out.update(detected_at=detected_at, explanation=text)
+    if event["event"] == "resolved":
+        out["resolved_at"] = event["resolved_at"]
+    return out
+
+
+def top_errors(pdf, spans) -> dict[str, dict[str, list[tuple[str, int]]]]:
+    """alert_id -> dimension -> the ``TOP_N`` (value, count) of the error rows ``pdf``
+    (columns t in epoch µs, ip, url, status) in each alert's window and of its key; count
+    descending, then value. ``spans``: (alert, window start µs, window end µs). Counted
+    once per (window, kind, dimension) for all the alerts that share it: a global spike
+    can raise hundreds of alerts in one batch."""
+    by_window: dict[tuple[int, int], list[dict]] = {}
+    for a, ws, we in spans:
+        by_window.setdefault((ws, we), []).append(a)
+    tops: dict[str, dict[str, list[tuple[str, int]]]] = {}
+    for (ws, we), group in by_window.items():
+        rows = pdf[(pdf["t"] >= ws) & (pdf["t"] < we)]
+        for kind in ("global", "ip", "url"):
+            ids = {a["key"]: a["alert_id"] for a in group if a["kind"] == kind}
+            if not ids:
+                continue
+            for dim in EXPLAIN_DIMS[kind]:
+                if kind == "global":
+                    sub = rows[[dim]].dropna().assign(k="*")
+                else:
+                    sub = rows.loc[rows[kind].isin(list(ids)), [kind, dim]].dropna().rename(columns={kind: "k"})
+                if sub.empty:
+                    continue
+                counts = sub.groupby(["k", dim]).size().reset_index(name="n")
+                counts = counts.sort_values(["k", "n", dim], ascending=[True, False, True], kind="stable")
+                for key, part in counts.groupby("k", sort=False):
+                    top = [(str(v), int(n)) for v, n in zip(part[dim].head(TOP_N), part["n"].head(TOP_N), strict=True)]
+                    tops.setdefault(ids[key], {})[dim] = top
+    return tops
 
 
 def to_message(alert: Mapping) -> tuple[bytes, bytes]:

@@ -1,9 +1,13 @@
-"""The detector status file: written atomically after every micro-batch.
+"""The detector status file: written atomically after every micro-batch of either query.
 
-Keys: ``schemas.STATUS_KEYS`` plus ``recent_global_windows`` (the last ~60 global windows,
-for the operations page's chart) and a few extras (``source``, ``watermark``,
-``events_total``, ``batch_duration_s``). Readers (the Airflow supervisor, the operations
-page, ``make status``) never see half a file: temp file + rename.
+Keys: ``schemas.STATUS_KEYS`` (what the supervisor and the operations page rely on: the
+ingest's progress, lag, totals, thresholds) plus ``recent_global_windows`` (the last ~60
+judged global windows, for the page's chart), ``incidents`` (open ones first, then the
+latest resolved, bounded), ``incidents_open`` and ``incident_events_total`` (from the
+state store's key groups), ``state_rows``, ``watermark``, ``late_total``,
+``archive_error`` / ``archive_pending`` (file outputs waiting for a retry) and a few more.
+Readers never see half a file: temp file + rename. An observer (the metrics endpoint) is
+told every document written.
 """
 
 from __future__ import annotations
@@ -12,30 +16,52 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from chaussettes import atomicfile, schemas
 
 log = logging.getLogger(__name__)
 
+RECENT_GLOBAL = 60
+RECENT_RESOLVED = 20
+MAX_OPEN_LISTED = 100
+
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 class StatusWriter:
-    def __init__(self, path: Path, source: str, settings=None, topic: str | None = None):
+    def __init__(self, path: Path, source: str, settings=None, topic: str | None = None,
+                 observer: Callable[[dict], None] | None = None):
         self.path = Path(path)
         self.source = source
         self.settings = settings
         self.topic = topic
-        self.processor = None
+        self.observer = observer
         self._consumer = None
+        self._lock = threading.Lock()
+        self._groups: dict[tuple[str, str], dict] = {}  # the state store's key groups' last stats
+        self._open: dict[str, dict] = {}  # incident_id -> its latest event (display only)
+        self._resolved: list[dict] = []
+        self._windows: dict[int, dict] = {}
         self.doc: dict = {k: None for k in schemas.STATUS_KEYS}
         self.doc.update({
             "pid": os.getpid(), "started_at": _now(), "source": source, "end_offsets": {},
             "lag": {}, "total_lag": None, "quarantined_total": 0, "alerts_published_total": 0,
-            "alerts_last_batch": 0, "recent_global_windows": [],
+            "alerts_last_batch": 0, "recent_global_windows": [], "incidents": [],
+            "incidents_open": {"global": 0, "ip": 0, "url": 0},
+            "incident_events_total": {"firing": 0, "escalated": 0, "resolved": 0},
+            "state_rows": 0, "evaluations_total": 0, "late_total": 0, "events_total": 0,
+            "archive_error": None, "archive_pending": 0, "incidents_batch_id": None,
         })
 
     def _write(self) -> None:
@@ -44,15 +70,22 @@ class StatusWriter:
             atomicfile.write_json(self.path, self.doc, indent=1, mode=0o600)
         except OSError as exc:  # the status must never stop the stream
             log.warning("cannot write status %s: %s", self.path, exc)
+        if self.observer is not None:
+            try:
+                self.observer(dict(self.doc))
+            except Exception as exc:  # noqa: BLE001 - metrics never stop the stream
+                log.warning("status observer: %s", exc)
 
     def starting(self) -> None:
-        self.doc["state"] = "running"
-        self._write()
+        with self._lock:
+            self.doc["state"] = "running"
+            self._write()
 
     def finished(self, state: str, error: str | None = None) -> None:
-        self.doc["state"] = state
-        self.doc["error"] = error
-        self._write()
+        with self._lock:
+            self.doc["state"] = state
+            self.doc["error"] = error
+            self._write()
         self.close()
 
     def close(self) -> None:
@@ -90,27 +123,65 @@ class StatusWriter:
             log.warning("lag unknown: %s", exc)
             return {}, None
 
-    def batch_done(self, *, batch_id, input_rows, input_rows_per_s, processed_rows_per_s, state,
-                   thresholds, watcher, alerts_last_batch, duration_s) -> None:
-        lag, total = self._lag(state.end_offsets)
-        self.doc.update({
-            "state": "running", "batch_id": batch_id, "input_rows": int(input_rows),
-            "input_rows_per_s": round(float(input_rows_per_s), 1),
-            "processed_rows_per_s": round(float(processed_rows_per_s), 1),
-            "end_offsets": state.end_offsets, "lag": lag, "total_lag": total,
-            "thresholds_version": thresholds.version, "thresholds_source": thresholds.source,
-            "thresholds_error": watcher.error,
-            "quarantined_total": int(state.quarantined_total),
-            "alerts_published_total": int(state.alerts_published_total),
-            "alerts_last_batch": int(alerts_last_batch), "error": None,
-            "watermark": (dt.datetime.fromtimestamp(state.watermark, dt.UTC).isoformat().replace("+00:00", "Z")
-                          if state.watermark is not None else None),
-            "events_total": int(state.events_total),
-            "evaluations_total": int(getattr(state, "evaluations_total", 0)),
-            "batch_duration_s": round(float(duration_s), 3),
-            "recent_global_windows": [state.recent_global[k] for k in sorted(state.recent_global)][-60:],
-        })
-        self._write()
+    def ingest_done(self, *, batch_id, input_rows, input_rows_per_s, processed_rows_per_s, duration_s,
+                    clock, thresholds, watcher) -> None:
+        """After an ingest micro-batch: progress, lag, totals, thresholds, file outputs."""
+        lag, total = self._lag(clock.end_offsets)
+        pending = clock.pending_files
+        with self._lock:
+            self.doc.update({
+                "state": "running", "batch_id": batch_id, "input_rows": int(input_rows),
+                "input_rows_per_s": round(float(input_rows_per_s), 1),
+                "processed_rows_per_s": round(float(processed_rows_per_s), 1),
+                "end_offsets": clock.end_offsets, "lag": lag, "total_lag": total,
+                "thresholds_version": thresholds.version, "thresholds_source": thresholds.source,
+                "thresholds_error": watcher.error, "quarantined_total": int(clock.quarantined_total),
+                "error": None, "watermark": _iso(clock.watermark), "events_total": int(clock.events_total),
+                "late_total": int(clock.late_total), "batch_duration_s": round(float(duration_s), 3),
+                "archive_error": pending[-1]["error"] if pending else None, "archive_pending": len(pending),
+            })
+            self._write()
+
+    def incidents_done(self, *, batch_id: int, events: list[dict], stats: list[dict],
+                       windows: list[dict], published: int) -> None:
+        """After a stateful micro-batch: the incident events it published, its key groups'
+        stats (state rows, open incidents, counters) and the global windows it judged."""
+        with self._lock:
+            for s in stats:
+                self._groups[(s["kind"], s["shard"])] = s
+            for e in events:
+                if e["event"] == "resolved":
+                    self._open.pop(e["incident_id"], None)
+                    self._resolved = ([e] + [r for r in self._resolved
+                                             if r["incident_id"] != e["incident_id"]])[:RECENT_RESOLVED]
+                else:
+                    self._open[e["incident_id"]] = e
+            for w in windows:
+                self._windows[int(w["window_start"])] = {
+                    **w, "window_start": _iso(w["window_start"]), "window_end": _iso(w["window_end"])}
+            for start in sorted(self._windows)[:-RECENT_GLOBAL]:
+                del self._windows[start]
+            groups = list(self._groups.values())
+            opened = sorted(self._open.values(), key=lambda e: e["first_window_start"])[-MAX_OPEN_LISTED:]
+            self.doc.update({
+                "incidents_batch_id": batch_id,
+                "alerts_published_total": int(self.doc["alerts_published_total"] or 0) + published,
+                "alerts_last_batch": published,
+                "incidents_open": {k: sum(g["open"] for g in groups if g["kind"] == k) for k in
+                                   ("global", "ip", "url")},
+                "incident_events_total": {t: sum(g[t] for g in groups) for t in ("firing", "escalated", "resolved")},
+                "state_rows": sum(g["state_rows"] for g in groups),
+                "evaluations_total": sum(g["evaluations"] for g in groups),
+                "incidents": [_listed(e, "open") for e in opened] + [_listed(e, "resolved") for e in self._resolved],
+                "recent_global_windows": [self._windows[k] for k in sorted(self._windows)],
+            })
+            self._write()
+
+
+def _listed(event: dict, state: str) -> dict:
+    keys = ("incident_id", "kind", "key", "severity", "first_window_start", "last_window_end",
+            "peak_error_rate", "windows_breached", "resolved_at")
+    return {"state": state, **{k: event.get(k) for k in keys}}
 
 
 def read_status(path: Path) -> dict | None:

@@ -122,7 +122,8 @@ class _Publisher:
                 raise KafkaOptionError("no topic: set the option 'topic' or give a 'topic' column")
             parts = batch.column(names.index("partition")).to_pylist() if "partition" in names else None
             headers = (batch.column(names.index("headers")).to_pylist() if "headers" in names else None)
-            if forced_topic and parts is None and headers is None:
+            stamps = _timestamps_ms(batch) if "timestamp" in names else None
+            if forced_topic and parts is None and headers is None and stamps is None:
                 for value, key in zip(values, keys):  # the common case, kept tight
                     try:
                         produce(forced_topic, value, key)
@@ -141,6 +142,8 @@ class _Publisher:
                     kwargs["partition"] = parts[i]
                 if headers is not None and headers[i]:
                     kwargs["headers"] = [(h["key"], h["value"]) for h in headers[i]]
+                if stamps is not None and stamps[i] is not None:
+                    kwargs["timestamp"] = stamps[i]
                 try:
                     produce(topic, values[i], keys[i], **kwargs)
                 except BufferError:
@@ -176,6 +179,19 @@ class _Publisher:
         if self.errors:
             raise KafkaWriteError(f"delivery to Kafka at {self.cfg.servers} failed: "
                                   + "; ".join(self.errors))
+
+
+def _timestamps_ms(batch) -> list:
+    """The ``timestamp`` column as epoch milliseconds: a timestamp, or a long already in ms."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = batch.column(batch.schema.names.index("timestamp"))
+    if pa.types.is_timestamp(col.type):
+        col = pc.divide(pc.cast(pc.cast(col, pa.timestamp("us", tz="UTC")), pa.int64()), 1000)
+    elif not pa.types.is_integer(col.type):
+        raise KafkaOptionError(f"column 'timestamp' must be a timestamp or a long (ms), not {col.type}")
+    return col.to_pylist()
 
 
 def _bytes_column(batch, name: str) -> list:
@@ -344,8 +360,8 @@ def write_batch(df, batch_id: int, options: Mapping[str, str], sink_id: str | No
     Contract:
 
     - ``df`` has a ``value`` column (binary or string) and optionally ``key`` (binary, string
-      or null) and ``headers``; a ``topic`` column is ignored: every row goes to
-      ``options["topic"]``.
+      or null), ``partition``, ``timestamp`` (the record's, a timestamp or epoch ms) and
+      ``headers``; a ``topic`` column is ignored: every row goes to ``options["topic"]``.
     - ``options`` are the sink options of ``format("kafka")``: ``kafka.bootstrap.servers``
       (e.g. ``settings.spark_kafka_options()``), ``topic`` (required), any ``kafka.*``
       producer setting, ``transactionalIdPrefix`` (default ``chaussettes``),
@@ -378,7 +394,7 @@ def write_batch(df, batch_id: int, options: Mapping[str, str], sink_id: str | No
         sink_id = df.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
         if not sink_id:
             raise KafkaOptionError("write_batch: give sink_id (no streaming query is running)")
-    wanted = [c for c in ("key", "value", "headers") if c in df.columns]
+    wanted = [c for c in ("key", "value", "partition", "timestamp", "headers") if c in df.columns]
     if "value" not in wanted:
         raise KafkaOptionError(f"write_batch: the DataFrame needs a 'value' column; got "
                                f"{', '.join(df.columns)}")

@@ -1,0 +1,278 @@
+"""The detector's two queries on real Spark and a real broker, run after run (each run
+processes what the topic holds, then stops): thresholds hot reload, incidents (firing,
+escalated, resolved), late and future lines, file outputs that fail and are retried, a
+driver that never sees a row per key, and the statistic shared with the calibration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+
+import pytest
+from chaussettes import logformat, schemas, windows
+from chaussettes import thresholds as thresholds_mod
+from chaussettes.detector import alerts as alerts_mod
+from chaussettes.detector import channel
+from chaussettes.detector import keyed_windows as kw
+from chaussettes.detector.pipeline import CheckpointError, Detector, DetectorConfig
+from chaussettes.detector.publish import read_alerts
+from chaussettes.detector.status import StatusWriter
+
+pytestmark = pytest.mark.slow
+T0 = dt.datetime(2026, 1, 1, 0, 0, 5, tzinfo=dt.UTC)
+BAD_IP = "203.0.113.9"
+
+
+def line(t: float, ip: str, status: int, url: str = "/login") -> bytes:
+    ev = logformat.Event(T0 + dt.timedelta(seconds=t), ip, "POST", url, None, "HTTP/1.1", status, 10, None, "ua")
+    return logformat.format_combined(ev).encode()
+
+
+def lines(n_ok_other: int, ip_requests: int, ip_errors: int, start_s: float = 0.0) -> list[bytes]:
+    out = [line(start_s + i * 0.1, f"10.1.0.{i % 50}", 200, f"/page/{i % 5}") for i in range(n_ok_other)]
+    out += [line(start_s + i * 0.1, BAD_IP, 401 if i < ip_errors else 200) for i in range(ip_requests)]
+    return out
+
+
+def doc(version: int, ip_default: float) -> dict:
+    d = thresholds_mod.load_default().doc
+    d.pop("description", None)
+    d.update({"version": version, "ip": {"default": ip_default, "overrides": {}},
+              "global": {"error_rate": 0.9}, "url": {"default": 0.95, "overrides": {}}})
+    return d
+
+
+def produce(settings, topic: str, values: list[bytes], partitions: int = 2) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer(settings.kafka_client_config(**{"linger.ms": 5}))
+    for i, v in enumerate(values):
+        while True:
+            try:
+                p.produce(topic, value=v, partition=i % partitions)
+                break
+            except BufferError:
+                p.poll(0.1)
+    assert p.flush(60) == 0
+
+
+class Harness:
+    """One detector (its checkpoint, topics, thresholds) in this process, whose queries run
+    once per call over what the topic holds — as a long-running detector's next batches."""
+
+    def __init__(self, spark, settings, new_topic, tmp_path, thresholds_path, **cfg):
+        self.spark, self.settings = spark, settings
+        self.topic, self.alerts_topic = new_topic(2), new_topic(1)
+        self.cfg = DetectorConfig(source="kafka", topic=self.topic, alerts_topic=self.alerts_topic,
+                                  thresholds=thresholds_path, trigger="available-now",
+                                  checkpoint=tmp_path / "ckpt", **cfg)
+        self.status_writer = StatusWriter(settings.detector_status_path, "kafka", settings=settings, topic=self.topic)
+        self.detector = None
+
+    def run(self, values: list[bytes] | None = None) -> list[dict]:
+        """Produce ``values``, run the detector over them; every event on alerts so far."""
+        if values:
+            produce(self.settings, self.topic, values)
+        if self.detector is None:
+            self.detector = Detector(self.spark, self.settings, self.cfg, self.status_writer)
+        self.detector.run()
+        return read_alerts(self.settings, self.alerts_topic)
+
+    def close(self) -> None:
+        self.status_writer.close()
+
+    @property
+    def status(self) -> dict:
+        return json.loads(self.settings.detector_status_path.read_text())
+
+
+@pytest.fixture
+def harness(spark, settings, new_topic, tmp_path):
+    made = []
+
+    def make(version: int = 1, ip_default: float = 0.5, **cfg) -> Harness:
+        th_path = thresholds_mod.write(doc(version, ip_default), tmp_path / "seuils.json")
+        made.append(Harness(spark, settings, new_topic, tmp_path, th_path, **cfg))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_thresholds_hot_reload_and_corrupt_file(harness, tmp_path):
+    h = harness(1, 0.9, archive=False)
+    th_path = tmp_path / "seuils.json"
+    assert h.run(lines(100, 30, 18)) == []  # the IP at 60% errors: below 0.9
+    assert h.status["thresholds_version"] == 1
+
+    thresholds_mod.write(doc(2, 0.5), th_path)  # swapped while running
+    events = h.run(lines(0, 2, 2, start_s=3.0))  # the same windows, a few more requests
+    assert [(e["event"], e["kind"], e["key"]) for e in events] == [("firing", "ip", BAD_IP)]
+    fired = events[0]
+    assert tuple(fired) == schemas.INCIDENT_EVENT_COLUMNS
+    assert (fired["thresholds_version"], fired["threshold"], fired["severity"]) == (2, 0.5, "warning")
+    assert (fired["requests"], fired["errors"]) == (32, 20)  # the whole window so far, not this batch's
+    assert "top error URLs: /login" in fired["explanation"] and "401" in fired["explanation"]
+    assert h.status["thresholds_version"] == 2 and h.status["incidents_open"]["ip"] == 1
+
+    th_path.write_text("{ this is not json")  # corrupt: rejected, version 2 stays
+    assert len(h.run(lines(0, 5, 5, start_s=4.0))) == 1, "an open incident fired again"
+    status = h.status
+    assert status["thresholds_version"] == 2 and "not valid JSON" in status["thresholds_error"]
+
+    th_path.write_text(json.dumps({"version": 3}))  # schema-invalid: rejected too
+    h.run([b"garbage line"])
+    status = h.status
+    assert status["thresholds_version"] == 2 and "schema" in status["thresholds_error"]
+    assert status["quarantined_total"] == 1
+    for key in schemas.STATUS_KEYS:
+        assert key in status
+
+
+def test_incident_fires_escalates_and_resolves_once(harness):
+    h = harness(archive=False)
+    h.run(lines(100, 30, 18))  # 60%: warning
+    h.run(lines(0, 30, 30, start_s=3.0))  # the same windows reach 80%: major
+    events = h.run(lines(200, 0, 0, start_s=400.0))  # clean traffic much later: the watermark passes
+    assert [(e["event"], e["severity"]) for e in events] == [("firing", "warning"), ("escalated", "major"),
+                                                              ("resolved", "major")]
+    assert len({e["incident_id"] for e in events}) == 1 and len({e["alert_id"] for e in events}) == 3
+    resolved = events[-1]
+    assert resolved["windows_breached"] >= 1 and resolved["peak_error_rate"] == 48 / 60
+    assert "resolved at" in resolved["explanation"]
+    status = h.status
+    assert status["incidents_open"] == {"global": 0, "ip": 0, "url": 0}
+    assert status["incident_events_total"] == {"firing": 1, "escalated": 1, "resolved": 1}
+    assert [i["state"] for i in status["incidents"]] == ["resolved"]
+    assert len(h.run()) == 3  # nothing new: nothing published
+
+
+def test_late_and_future_lines_are_counted_not_lost(harness, settings):
+    h = harness(archive=False)
+    h.run(lines(400, 0, 0, start_s=0.0) + lines(400, 0, 0, start_s=600.0))  # both partitions at ~640 s
+    assert h.status["late_total"] == 0
+    far_ahead = logformat.format_combined(logformat.Event(
+        dt.datetime.now(dt.UTC) + dt.timedelta(days=1), "1.2.3.4", "GET", "/", None, "HTTP/1.1", 200, 1, None, None))
+    h.run([line(10.0, "9.9.9.9", 500), line(11.0, "9.9.9.9", 500), far_ahead.encode()])
+    status = h.status
+    assert status["late_total"] == 2  # every window of t=10 s closed long ago: counted, not judged
+    assert status["quarantined_total"] == 1
+    watermark = dt.datetime.fromisoformat(status["watermark"])
+    assert watermark < T0 + dt.timedelta(seconds=700)  # the future line did not move it
+    rows = [json.loads(x) for f in settings.quarantine_dir.rglob("*.json") for x in f.read_text().splitlines()]
+    assert [r["reason"] for r in rows] == ["future_time"] and rows[0]["raw"].startswith("1.2.3.4 ")
+
+
+def test_a_failing_archive_does_not_stop_incidents_and_is_retried(harness, settings):
+    h = harness()
+    settings.archive_dir.parent.mkdir(parents=True, exist_ok=True)
+    settings.archive_dir.write_text("a file where the archive folder should be")  # every write fails
+    events = h.run(lines(100, 30, 25))
+    assert [e["event"] for e in events] == ["firing"]  # the incident went out
+    status = h.status
+    assert status["archive_pending"] == 1 and status["archive_error"]
+    settings.archive_dir.unlink()  # the disk is fixed
+    h.run(lines(10, 0, 0, start_s=20.0))
+    status = h.status
+    assert status["archive_pending"] == 0 and status["archive_error"] is None
+    import pandas as pd
+
+    archived = sum(len(pd.read_parquet(f)) for f in settings.archive_dir.rglob("*.parquet"))
+    assert archived == 140  # the failed batch's events, written on retry, and the next batch's
+
+
+def test_the_driver_never_sees_a_row_per_key(harness, settings):
+    """200k distinct client IPs: the ingest's driver gets one summary row per source
+    partition, the stateful query's one row per key group (and events): the keys live in
+    the state store."""
+    h = harness(archive=False)
+    rows = [(i * 0.0005, f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", f"/p/{i % 1000}") for i in range(200_000)]
+    h.run([line(t, ip, 200, url) for t, ip, url in rows])
+    ingest, sink = h.detector.ingest.history[-1], h.detector.sink.history[-1]
+    assert ingest["rows"] == 200_000 and ingest["driver_rows"] <= 2  # one per Kafka partition
+    groups = 1 + 2 * settings.detector_shards  # global, and the ip and url key groups
+    assert sink["groups"] <= groups and sink["rows"] <= groups + sink["events"] + 60
+    status = h.status
+    # the state store holds a row per (key, slide) of every bucket an open window still holds
+    watermark = dt.datetime.fromisoformat(status["watermark"]).timestamp()
+    held = set()
+    for t, ip, url in rows:
+        bucket = int((T0.timestamp() + t) // 10 * 10)
+        if bucket + 60 > watermark:
+            held |= {("ip", ip, bucket), ("url", url, bucket), ("global", "*", bucket)}
+    assert status["state_rows"] == len(held) > 150_000
+    progress = [q.lastProgress for q in h.detector.queries]
+    stateful = next(p for p in progress if p["name"] == "chaussettes_incidents")
+    assert stateful["numInputRows"] <= 2 * groups + 1  # messages of whole key groups, not rows per key
+
+
+def test_an_older_detector_checkpoint_is_refused_in_one_line(harness, tmp_path):
+    (tmp_path / "ckpt" / "detector").mkdir(parents=True)
+    (tmp_path / "ckpt" / "detector" / "state-000000000003.pkl").write_bytes(b"old")
+    h = harness()
+    with pytest.raises(CheckpointError) as info:
+        h.run()
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "ckpt") in message and "new --checkpoint" in message
+    assert (tmp_path / "ckpt" / "detector" / "state-000000000003.pkl").exists()  # nothing was reset
+
+
+def test_channel_counts_sum_to_the_windowed_statistic(spark):
+    """The detector's windows — Spark's bucket counts per (kind, key, slide), through the
+    channel's messages, summed by keyed_windows — are exactly windows.windowed_rates_all's
+    rows: every kind, several window shapes, times before 1970, null times and keys."""
+    from pyspark.sql import functions as F
+
+    rnd = random.Random(3)
+    rows = [(None if rnd.random() < 0.02 else T0 + dt.timedelta(seconds=rnd.uniform(-90, 400)),
+             None if rnd.random() < 0.03 else f"10.0.0.{rnd.randint(1, 9)}", "GET", f"/p{rnd.randint(1, 5)}",
+             None, "HTTP/1.1", None if rnd.random() < 0.03 else rnd.choice([200, 200, 301, 404, 500]), 1, None, None)
+            for _ in range(1500)]
+    rows += [(dt.datetime(1969, 12, 31, 23, 59, 55, tzinfo=dt.UTC), "10.9.9.9", "GET", "/old", None, None, 500,
+              1, None, None)]
+    events = spark.createDataFrame(rows, schema=schemas.spark_schema(schemas.EVENT_FIELDS))
+    for length, slide, esm in ((60, 10, 400), (30, 30, 500), (20, 5, 400)):
+        want = windows.windowed_rates_all(events, length, slide, esm).select(
+            "kind", "key", F.unix_seconds("window_start"), F.unix_seconds("window_end"), "requests", "errors")
+        counts = windows._bucket_counts(events, slide, esm, thresholds_mod.KINDS).select(
+            "kind", channel.shard_column(F.col("key"), 4).alias("shard"), "key", "bucket", "n", "e").toArrow()
+        base = channel.Header(batch=0, watermark_before=None, watermark=None)
+        got = set()
+        for key, value, _ in channel.group_messages(counts, base, 4, 2):
+            kind, _ = channel.parse_message_key(key)
+            _, table = channel.decode(value)
+            wins = kw.touched_windows(table.select(["bucket", "key", "n", "e"]), table.select(["key", "bucket"]),
+                                      length, slide, None)
+            got |= {(kind, *r) for r in wins.itertuples(index=False)}
+        assert got == {tuple(r) for r in want.collect()}, (length, slide)
+
+
+def test_top_errors_per_alert_window_and_key():
+    """The explanation's counting: per event the top values of its dimensions among the
+    error rows of its window and key, count descending then value — checked against a
+    plain per-event count."""
+    import collections
+
+    import pandas as pd
+
+    rnd = random.Random(3)
+    rows = [(rnd.randrange(0, 120) * 1_000_000, rnd.choice(["1.1.1.1", "2.2.2.2", "3.3.3.3"]),
+             rnd.choice(["/a", "/b", "/c", None]), rnd.choice(["500", "404", "503"])) for _ in range(3000)]
+    pdf = pd.DataFrame(rows, columns=["t", "ip", "url", "status"])
+    events = []
+    for ws in (0, 10, 60):
+        for kind, key in (("global", "*"), ("ip", "2.2.2.2"), ("url", "/b"), ("ip", "9.9.9.9")):
+            events.append({"alert_id": f"{kind}{key}{ws}", "kind": kind, "key": key,
+                           "span": (ws * 1_000_000, (ws + 60) * 1_000_000)})
+    tops = alerts_mod.top_errors(pdf, [(e, *e["span"]) for e in events])
+    for e in events:
+        ws, we = e["span"]
+        mine = [r for r in rows if ws <= r[0] < we and (e["kind"] == "global"
+                                                         or r[1 if e["kind"] == "ip" else 2] == e["key"])]
+        for dim in alerts_mod.EXPLAIN_DIMS[e["kind"]]:
+            i = {"ip": 1, "url": 2, "status": 3}[dim]
+            counts = collections.Counter(r[i] for r in mine if r[i] is not None)
+            want = sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))[:alerts_mod.TOP_N]
+            assert tops.get(e["alert_id"], {}).get(dim, []) == want, (e, dim)
