@@ -152,6 +152,8 @@ def _check_cached(store: ThresholdsStore, version: int, stored: list[int]) -> st
             _CHECKED[stamp] = None
         except ArtifactError as exc:
             _CHECKED[stamp] = str(exc)
+        except OSError as exc:  # unreadable now (not remembered: it may pass next time)
+            return f"version {version}: cannot read it: {exc.strerror or exc}"
     return _CHECKED[stamp]
 
 
