@@ -114,6 +114,11 @@ class Settings:
     thresholds_path: Path | None = None  # pins a file; else the artifact store's current
     # --- detection
     error_status_min: int = 400  # an error is status >= this
+    # --- retention: days of date=/hour= partitions the housekeeping DAG keeps (at least 1; the
+    # archive also keeps what the calibration's lookback needs, whatever this says)
+    archive_retention_days: int = 14
+    errors_retention_days: int = 30
+    quarantine_retention_days: int = 30
     # --- security and durability (chaussettes.security, stack/tls.py, stack/s3.py)
     security_enabled: bool = False  # mutual-TLS proxy in front of the broker, Spark secret, Airflow login
     durable_storage: bool = False  # the local broker on s3:// (a local SeaweedFS) instead of memory
