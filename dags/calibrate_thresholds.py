@@ -32,6 +32,7 @@ from pathlib import Path
 
 from airflow.sdk import Param, dag, task
 from chaussettes.orchestration.assets import THRESHOLDS
+from chaussettes.orchestration.calibration import LOOKBACK_HOURS
 from chaussettes.orchestration.common import DEFAULT_ARGS
 from chaussettes.orchestration.operators import CalibrationSubmitOperator
 from chaussettes.orchestration.sensors import HistorySensor
@@ -46,7 +47,7 @@ PARAMS = {
     "input": Param("", type="string", title="Input",
                    description="Archive folder, topic, or log file/folder. Empty: the source's default "
                                "(CHAUSSETTES_ARCHIVE_DIR, topic http-logs)."),
-    "lookback_hours": Param(24, type="integer", minimum=1, maximum=2160, title="Lookback (hours)",
+    "lookback_hours": Param(LOOKBACK_HOURS, type="integer", minimum=1, maximum=2160, title="Lookback (hours)",
                             description="History length, ending at the run's data interval end."),
     "history_end": Param(None, type=["null", "string"], format="date-time", title="History end (optional)",
                          description="Calibrate on history ending here instead of the data interval end."),

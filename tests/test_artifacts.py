@@ -73,6 +73,80 @@ def test_publish_numbers_versions_writes_meta_and_history(store, tmp_path):
     assert not os.access(store.root / "v1" / "seuils.json", os.W_OK) or os.geteuid() == 0
 
 
+def test_a_version_is_fsynced_before_current_moves(store, tmp_path, monkeypatch):
+    # A power cut cannot be staged here; what makes the files survive one can be observed: the
+    # inodes fsynced before the rename that switches CURRENT (inodes follow renames).
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        return real_fsync(fd)
+
+    def replace(src, dst, *a, **kw):
+        events.append(("replace", os.path.basename(dst)))
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store.publish(_candidate(tmp_path))
+    switch = events.index(("replace", "CURRENT"))
+    synced_before = {ino for kind, ino in events[:switch] if kind == "fsync"}
+    for path in (store.root / "v1" / "seuils.json", store.root / "v1" / "meta.json",
+                 store.root / "v1", store.root):
+        assert path.stat().st_ino in synced_before, f"{path} not fsynced before CURRENT moved"
+
+
+def _break(path, data=b""):
+    """What a power cut leaves of a file that was never fsynced: nothing (or something else)."""
+    os.chmod(path, 0o644)
+    path.write_bytes(data)
+
+
+def test_a_corrupt_current_version_is_refused_and_the_newest_good_one_used(conf, store, tmp_path):
+    for rate in (0.3, 0.4, 0.5):
+        store.publish(_candidate(tmp_path, rate=rate))
+    good = artifacts.resolve_thresholds(conf)  # checked once, then cached by the files' stamps
+    assert (good.version, good.refused) == (3, None)
+
+    _break(store.root / "v3" / "seuils.json")
+    in_force = artifacts.resolve_thresholds(conf)
+    assert in_force.version == 2 and in_force.path == store.root / "v2" / "seuils.json"
+    assert in_force.refused.startswith("CURRENT refused: version 3: checksum mismatch")
+    assert in_force.refused.endswith("version 2, the newest good one, is used")
+    assert artifacts.current_thresholds_path(conf) == store.root / "v2" / "seuils.json"
+    assert store.current_version() == 3  # nothing is rewritten: the operator decides
+
+    _break(store.root / "v2" / "meta.json")
+    in_force = artifacts.resolve_thresholds(conf)
+    assert in_force.version == 1 and "(and 1 older version(s) refused too)" in in_force.refused
+
+    _break(store.root / "v1" / "seuils.json", b'{"version": 1')
+    in_force = artifacts.resolve_thresholds(conf)
+    assert in_force.path == conf.default_thresholds_path and in_force.version is None
+    assert in_force.refused.endswith("no good version below it: the package defaults are used")
+
+
+def test_versions_above_current_are_never_used(conf, store, tmp_path):
+    for rate in (0.3, 0.4, 0.5):
+        store.publish(_candidate(tmp_path, rate=rate))
+    store.pin(2, reason="v3 too noisy")
+    _break(store.root / "v2" / "seuils.json")
+    assert artifacts.resolve_thresholds(conf).version == 1
+
+
+def test_the_watcher_says_which_version_is_in_force_and_why(conf, store, tmp_path):
+    store.publish(_candidate(tmp_path, rate=0.3))
+    store.publish(_candidate(tmp_path, rate=0.4))
+    _break(store.root / "v2" / "seuils.json")
+    watcher = th.ThresholdsWatcher(lambda: artifacts.resolve_thresholds(conf))
+    assert watcher.current().version == 1  # at start-up: not the defaults, the newest good one
+    assert watcher.refused.startswith("CURRENT refused: version 2: checksum mismatch")
+    assert watcher.error == watcher.refused and watcher.rejected is None
+    store.pin(1, reason="v2 is corrupt")
+    assert watcher.current().version == 1 and watcher.error is None
+
+
 def test_publish_without_switching_current(store, tmp_path):
     store.publish(_candidate(tmp_path))
     v = store.publish(_candidate(tmp_path, rate=0.25), make_current=False)
@@ -185,7 +259,12 @@ def test_cli_publish_list_pin_and_bad_input(conf, tmp_path):
     r = run("pin", "1")
     assert r.returncode == 0 and "current thresholds version: 1" in r.stdout
     r = run("current")
-    assert r.stdout.strip().endswith("v1/seuils.json")
+    assert r.stdout.strip().endswith("v1/seuils.json") and r.stderr == ""
+    run("pin", "2")
+    _break(artifacts.store_root(conf) / "v2" / "seuils.json")
+    r = run("current")
+    assert r.returncode == 0 and r.stdout.strip().endswith("v1/seuils.json")
+    assert r.stderr.startswith("warning: CURRENT refused: version 2: checksum mismatch")
     r = run("pin", "5")
     assert r.returncode == 2 and r.stderr.startswith("error: version 5 does not exist")
     assert "Traceback" not in r.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED_DAGS = {"calibrate_thresholds", "rollback_thresholds", "streaming_detector"}
+EXPECTED_DAGS = {"calibrate_thresholds", "rollback_thresholds", "streaming_detector", "housekeeping"}
 
 INSPECT = r"""
 import json, sys

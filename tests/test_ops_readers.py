@@ -99,6 +99,20 @@ def test_versions_list_current_and_defaults(settings):
     assert out["current_version"] == 1 and out["in_force"] == 2
 
 
+def test_versions_say_when_current_is_refused(settings):
+    store = artifacts.ThresholdsStore.from_settings(settings)
+    store.publish(_candidate(settings, 0.25, "archive"))
+    store.publish(_candidate(settings, 0.3, "kafka"))
+    assert readers.read_versions(settings)["refused"] is None
+    broken = store.root / "v2" / "seuils.json"
+    broken.chmod(0o644)
+    broken.write_bytes(b"")
+    out = readers.read_versions(settings)
+    assert out["current_version"] == 2 and out["current_path"].endswith("v1/seuils.json")
+    assert out["refused"].startswith("CURRENT refused: version 2: checksum mismatch")
+    assert "version 1, the newest good one, is used" in out["refused"]
+
+
 def test_diff_between_versions(settings):
     store = artifacts.ThresholdsStore.from_settings(settings)
     store.publish(_candidate(settings, 0.25, "archive"))

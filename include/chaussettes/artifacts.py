@@ -10,11 +10,16 @@ Layout (a local folder, ``settings.artifacts_dir``)::
         HISTORY.jsonl       one line per pointer switch (publish, rollback), for audit
         candidates/         candidates kept for inspection (failed validation, dry runs)
 
-Readers (the detector, every micro-batch) only call :func:`current_thresholds_path`, which
-costs one small file read. Writers (Airflow tasks) use :class:`ThresholdsStore`: ``publish``
-stores a candidate as the next version and switches ``CURRENT``; ``pin`` re-points
-``CURRENT`` to an earlier version after checking its checksum and schema; the last ``keep``
-versions are kept (never the current one nor the newest are removed).
+Readers (the detector, every micro-batch) call :func:`resolve_thresholds` (or
+:func:`current_thresholds_path`, its path): one small read and two ``stat`` calls once the
+version in force has been checked. The version ``CURRENT`` names is used only if it checks out
+(``meta.json``'s sha256 of ``seuils.json``, schema, version field); else the newest good version
+below it is, and the resolution says why in one line (a power cut while publishing, a file
+edited by hand). Writers (Airflow tasks) use :class:`ThresholdsStore`: ``publish`` stores a
+candidate as the next version — its files and folder fsynced before ``CURRENT`` moves, so that
+``CURRENT`` never survives a power cut that its version did not — and switches ``CURRENT``;
+``pin`` re-points ``CURRENT`` to an earlier version after checking its checksum and schema; the
+last ``keep`` versions are kept (never the current one nor the newest are removed).
 
 The store is addressed by URI (``open_store("file:///srv/artifacts/thresholds")`` or a plain
 path); only local folders are implemented, and every file operation goes through the small
@@ -82,21 +87,87 @@ def read_current_version(root: Path) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def current_thresholds_path(settings) -> Path:
-    """The thresholds file the detector must use now.
+@dataclass(frozen=True)
+class InForce:
+    """The thresholds file to use now and, when it is not the one ``CURRENT`` names, why."""
 
-    ``settings.thresholds_path`` when set (a pin), else the current version's ``seuils.json``,
-    else the package defaults. Cheap: one small read; called every micro-batch.
+    path: Path
+    version: int | None  # the store's version; None for a file pinned by settings or the defaults
+    refused: str | None = None  # one line: CURRENT's version was refused, and what is used instead
+
+
+def resolve_thresholds(settings) -> InForce:
+    """The thresholds in force: ``settings.thresholds_path`` when set (a pin); else the version
+    ``CURRENT`` names if it checks out; else the newest good version below it (one line in
+    ``refused`` says which were refused and why); else the package defaults.
+
+    Versions above ``CURRENT`` are never used: after a rollback they are the ones refused by
+    the operator. Cheap once a version has been checked (see :func:`_check_cached`): called
+    every micro-batch.
     """
     if getattr(settings, "thresholds_path", None):
-        return Path(settings.thresholds_path)
+        return InForce(Path(settings.thresholds_path), None)
+    defaults = Path(settings.default_thresholds_path)
     root = store_root(settings)
-    version = read_current_version(root)
-    if version is not None:
-        path = root / f"v{version}" / THRESHOLDS_FILE
-        if path.is_file():
-            return path
-    return Path(settings.default_thresholds_path)
+    current = read_current_version(root)
+    if current is None:
+        return InForce(defaults, None)
+    store = ThresholdsStore(LocalBackend(root))
+    stored = store.versions()
+    refused: list[str] = []
+    candidates = sorted({v for v in stored if v <= current} | {current}, reverse=True)
+    for version in candidates:
+        problem = _check_cached(store, version, stored)
+        if problem is None:
+            if not refused:
+                return InForce(store.backend.path(f"v{version}", THRESHOLDS_FILE), version)
+            return InForce(store.backend.path(f"v{version}", THRESHOLDS_FILE), version,
+                           _refusal(refused, f"version {version}, the newest good one, is used"))
+        refused.append(problem)
+    if not refused:  # CURRENT is set but no version was ever stored
+        return InForce(defaults, None)
+    return InForce(defaults, None, _refusal(refused, "no good version below it: the package defaults are used"))
+
+
+def _refusal(refused: list[str], outcome: str) -> str:
+    more = f" (and {len(refused) - 1} older version(s) refused too)" if len(refused) > 1 else ""
+    return f"CURRENT refused: {refused[0]}{more}; {outcome}"
+
+
+# (path, stat stamps of seuils.json and meta.json) -> None (good) or the reason it is refused.
+# Versions are immutable: a stamp that did not change needs no second read.
+_CHECKED: dict[tuple, str | None] = {}
+
+
+def _check_cached(store: ThresholdsStore, version: int, stored: list[int]) -> str | None:
+    if version not in stored:
+        return f"version {version} does not exist"
+    folder = store.backend.path(f"v{version}")
+    stamp = (str(folder),) + tuple(_stat_stamp(folder / name) for name in (THRESHOLDS_FILE, META_FILE))
+    if stamp not in _CHECKED:
+        if len(_CHECKED) > 256:
+            _CHECKED.clear()
+        try:
+            store.verify(version)
+            _CHECKED[stamp] = None
+        except ArtifactError as exc:
+            _CHECKED[stamp] = str(exc)
+        except OSError as exc:  # unreadable now (not remembered: it may pass next time)
+            return f"version {version}: cannot read it: {exc.strerror or exc}"
+    return _CHECKED[stamp]
+
+
+def _stat_stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def current_thresholds_path(settings) -> Path:
+    """The thresholds file the detector must use now (:func:`resolve_thresholds`'s path)."""
+    return resolve_thresholds(settings).path
 
 
 # --------------------------------------------------------------------------- helpers
@@ -164,20 +235,27 @@ class LocalBackend:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "a", encoding="utf-8") as fh:
             fh.write(line.rstrip("\n") + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())  # the audit line of a switch that CURRENT already made durable
 
     def put_dir(self, files: dict[str, bytes], name: str) -> None:
-        """Create folder ``name`` holding ``files`` all at once (write aside, then rename)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Create folder ``name`` holding ``files`` all at once (write aside, then rename), and
+        durably: the files, the folder's entries and the rename are fsynced before this returns,
+        so that a pointer written afterwards never outlives them in a power cut."""
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomicfile.fsync_dir(self.root.parent)
         tmp = self.path(f".tmp-{name}-{uuid.uuid4().hex[:8]}")
         tmp.mkdir()
         try:
             for fname, data in files.items():
-                (tmp / fname).write_bytes(data)
-                os.chmod(tmp / fname, 0o444)  # immutable by convention and by mode
+                # immutable by convention and by mode; fsynced with the folder's entries
+                atomicfile.write_bytes(tmp / fname, data, mode=0o444, durable=True)
             os.rename(tmp, self.path(name))  # fails if the target exists: never overwrite
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        atomicfile.fsync_dir(self.root)  # the rename
 
     def remove_dir(self, name: str) -> None:
         target = self.path(name)
@@ -461,8 +539,13 @@ def main(argv: list[str] | None = None) -> int:
             for item in store.list():
                 print(json.dumps(item.summary(), default=str))
         elif args.cmd == "current":
-            print(current_thresholds_path(cfg) if not args.store else
-                  (store.current_path() or cfg.default_thresholds_path))
+            if args.store:
+                print(store.current_path() or cfg.default_thresholds_path)
+            else:
+                in_force = resolve_thresholds(cfg)
+                print(in_force.path)
+                if in_force.refused:
+                    print(f"warning: {in_force.refused}", file=sys.stderr)
         elif args.cmd == "show":
             store.verify(args.version)
             print(json.dumps(store.meta(args.version), indent=2))

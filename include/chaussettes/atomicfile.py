@@ -31,13 +31,19 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o644, dura
             os.unlink(tmp)
         raise
     if durable:
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        fsync_dir(target.parent)
     return target
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the entries of folder ``path`` (files created, renamed or removed in it) survive a
+    power cut. Best effort: a file system that cannot fsync a folder is left as it is."""
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def write_text(path: str | os.PathLike, text: str, **kwargs: Any) -> Path:

@@ -117,6 +117,11 @@ class Settings:
     detector_shards: int = 16  # key groups per kind in the detector's state (detector.channel)
     topic_window_counts: str = ""  # the detector's channel topic; empty: "<topic_alerts>-window-counts"
     window_counts_partitions: int = 4
+    # --- retention: days of date=/hour= partitions the housekeeping DAG keeps (at least 1; the
+    # archive also keeps what the calibration's lookback needs, whatever this says)
+    archive_retention_days: int = 14
+    errors_retention_days: int = 30
+    quarantine_retention_days: int = 30
     # --- security and durability (chaussettes.security, stack/tls.py, stack/s3.py)
     security_enabled: bool = False  # mutual-TLS proxy in front of the broker, Spark secret, Airflow login
     durable_storage: bool = False  # the local broker on s3:// (a local SeaweedFS) instead of memory

@@ -10,7 +10,9 @@ length). Everything that reads or writes a thresholds file goes through here:
 - ``write(doc, path)`` validates, then replaces ``path`` atomically (temp file in the same
   folder, fsync, rename): a reader never sees half a file;
 - ``ThresholdsWatcher(path_fn)`` is the detector's hot reload: ``current()`` re-reads only
-  when the file changed and keeps the last good version when the new one is bad.
+  when the file changed and keeps the last good version when the new one is bad; with
+  ``path_fn=lambda: artifacts.resolve_thresholds(settings)`` it also says why the version in
+  force is not the one ``CURRENT`` names (a corrupt version refused).
 """
 
 from __future__ import annotations
@@ -213,12 +215,15 @@ def write(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
 class ThresholdsWatcher:
     """Hot reload for a long-running job.
 
-    ``path_fn`` returns the file in force (for example
-    ``lambda: artifacts.current_thresholds_path(settings)``); it is called on every
+    ``path_fn`` returns the file in force, or a resolution with ``.path`` and ``.refused``
+    (``lambda: artifacts.resolve_thresholds(settings)``, whose ``refused`` says in one line
+    which version of the store was refused and what is used instead); it is called on every
     ``current()``, which re-reads the file only when the path or the file changed (inode,
     size, mtime). A missing, unparseable or invalid file is rejected: the last good version
-    stays in force and ``.error`` holds the one-line reason (None after a good load). Until
-    a first good load, ``fallback`` (the shipped defaults unless None) is in force.
+    stays in force and ``.rejected`` holds the one-line reason (None after a good load).
+    ``.refused`` is the resolution's reason (None when the store's current version is in
+    force); ``.error`` is both in one line, None when all is well (the detector's status shows
+    it). Until a first good load, ``fallback`` (the shipped defaults unless None) is in force.
     """
 
     def __init__(
@@ -233,9 +238,15 @@ class ThresholdsWatcher:
         self._fallback = Path(fallback) if fallback is not None else None
         self._seen: tuple | None = None  # (path, ino, size, mtime_ns) of the last attempt
         self._good: Thresholds | None = None
-        self.error: str | None = None
+        self.rejected: str | None = None
+        self.refused: str | None = None
         self.loads = 0  # successful (re)loads, for status and tests
         self.rejections = 0
+
+    @property
+    def error(self) -> str | None:
+        """What is wrong with the thresholds in force, in one line; None when nothing is."""
+        return "; ".join(p for p in (self.rejected, self.refused) if p) or None
 
     @property
     def source(self) -> str | None:
@@ -252,10 +263,15 @@ class ThresholdsWatcher:
     def current(self) -> Thresholds | None:
         """The thresholds in force (None only if nothing, not even the fallback, ever loaded)."""
         try:
-            path = Path(self._path_fn())
+            resolved = self._path_fn()
+            path = Path(getattr(resolved, "path", resolved))
         except Exception as exc:  # noqa: BLE001 - a broken pointer must not stop the caller
             self._reject(f"cannot resolve the thresholds path: {' '.join(str(exc).split())}")
             return self._good_or_fallback()
+        refused = getattr(resolved, "refused", None)
+        if refused and refused != self.refused:
+            log.error("thresholds: %s", refused)
+        self.refused = refused
         stamp = self._stamp(path)
         if stamp == self._seen:
             return self._good_or_fallback()
@@ -270,12 +286,12 @@ class ThresholdsWatcher:
                 log.info("thresholds: now version %s from %s", loaded.version, loaded.source)
             self.loads += 1
         self._good = loaded
-        self.error = None
+        self.rejected = None
         return loaded
 
     def _reject(self, reason: str) -> None:
         self.rejections += 1
-        self.error = reason
+        self.rejected = reason
         kept = f"version {self._good.version} stays in force" if self._good else "using the defaults"
         log.warning("thresholds rejected (%s): %s", kept, reason)
 

@@ -156,7 +156,7 @@ class Detector:
         self.counts_topic = counts_topic(settings, cfg)
         ensure_topics(settings, {self.counts_topic: settings.window_counts_partitions})
         path_fn = (lambda: cfg.thresholds) if cfg.thresholds else \
-            (lambda: artifacts.current_thresholds_path(settings))
+            (lambda: artifacts.resolve_thresholds(settings))
         self.watcher = thresholds_mod.ThresholdsWatcher(path_fn)
         self.ingest = ingest_mod.IngestBatch(spark, settings, cfg, self.checkpoint, status, self.watcher,
                                              self.counts_topic)

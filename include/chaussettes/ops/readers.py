@@ -483,10 +483,13 @@ def read_versions(settings, in_force: Any = None) -> dict:
     """Every stored thresholds version (newest first), which is current, what is in force."""
     store = artifacts.ThresholdsStore.from_settings(settings)
     out: dict[str, Any] = {"store": str(store.root), "current_version": None, "pinned_path": None,
-                           "current_path": None, "in_force": in_force, "versions": [], "error": None}
+                           "current_path": None, "in_force": in_force, "versions": [], "error": None,
+                           "refused": None}
     try:
         out["current_version"] = store.current_version()
-        out["current_path"] = str(artifacts.current_thresholds_path(settings))
+        resolved = artifacts.resolve_thresholds(settings)
+        out["current_path"] = str(resolved.path)
+        out["refused"] = resolved.refused  # CURRENT's version is corrupt: what is used instead
         if getattr(settings, "thresholds_path", None):
             out["pinned_path"] = str(settings.thresholds_path)
         for item in reversed(store.list()):

@@ -20,6 +20,8 @@ JOB_FLAGS = {
     "tolerance": "--tolerance",
 }
 MIN_REQUESTS_FIELDS = {"global": "min_requests_global", "ip": "min_requests_ip", "url": "min_requests_url"}
+# History a run reads unless its form says otherwise; the housekeeping DAG never deletes it.
+LOOKBACK_HOURS = 24
 
 
 class CandidateRejected(Exception):
@@ -30,7 +32,7 @@ def history_range(params: dict[str, Any], context) -> tuple[dt.datetime, dt.date
     """[start, end) of the history: end = the form's history_end, else the run's data interval
     end; start = end − lookback_hours."""
     end = common.parse_when(params["history_end"]) if params.get("history_end") else common.run_end(context)
-    hours = int(params.get("lookback_hours") or 24)
+    hours = int(params.get("lookback_hours") or LOOKBACK_HOURS)
     if hours < 1:
         raise ValueError(f"lookback_hours must be at least 1, got {hours}")
     return end - dt.timedelta(hours=hours), end

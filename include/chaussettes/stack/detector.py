@@ -19,7 +19,7 @@ from chaussettes.stack.airflow import airflow_env, venv_bin
 from chaussettes.stack.base import Component
 from chaussettes.supervisor import Supervisor
 
-PLATFORM_DAGS = ("streaming_detector", "calibrate_thresholds", "rollback_thresholds")
+PLATFORM_DAGS = ("streaming_detector", "calibrate_thresholds", "rollback_thresholds", "housekeeping")
 
 
 def _airflow(settings: Settings, *args: str) -> None:
