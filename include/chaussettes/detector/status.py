@@ -135,7 +135,7 @@ class StatusWriter:
                 "processed_rows_per_s": round(float(processed_rows_per_s), 1),
                 "end_offsets": clock.end_offsets, "lag": lag, "total_lag": total,
                 "thresholds_version": thresholds.version, "thresholds_source": thresholds.source,
-                "thresholds_error": watcher.error, "thresholds_refused": getattr(watcher, "refused", None),
+                "thresholds_error": watcher.error, "thresholds_refused": watcher.refused,
                 "quarantined_total": int(clock.quarantined_total),
                 "error": None, "watermark": _iso(clock.watermark), "events_total": int(clock.events_total),
                 "late_total": int(clock.late_total), "batch_duration_s": round(float(duration_s), 3),
