@@ -36,6 +36,16 @@ def cli(env, *args, timeout=300):
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def stack_listeners(conf) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of the listening sockets of every process the stack runs: each
+    component's process group and descendants (Airflow's workers, Spark's executors)."""
+    pids: set[int] = set()
+    for running in manager.load_state(conf).values():
+        if running.pid:
+            pids |= set(procs.group_members(running.pid)) | procs.descendants(running.pid)
+    return procs.listening_sockets(pids)
+
+
 @pytest.fixture
 def stack(tmp_path):
     env = stack_env(tmp_path / "home")
@@ -58,6 +68,16 @@ def test_up_status_down_leaves_nothing(stack):
     assert counts[conf.topic_alerts] == conf.alerts_partitions
     assert "admin" in json.loads(
         (conf.airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
+
+    # Every listener of every process the stack started is on the bind host (loopback by
+    # default): none on a wildcard address, none on the machine's other interfaces.
+    listeners = stack_listeners(conf)
+    ports = {port for _, _, port in listeners}
+    assert {conf.kafka_port, conf.spark_master_port, conf.spark_master_webui_port,
+            conf.spark_worker_webui_port, conf.airflow_port} <= ports, listeners
+    elsewhere = [f"pid {pid} ({procs.command_line(pid)[:80]}) on {addr}:{port}"
+                 for pid, addr, port in listeners if addr != "127.0.0.1"]
+    assert elsewhere == [], "\n".join(elsewhere)
 
     status = cli(stack, "stack", "status")
     lines = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}

@@ -94,6 +94,69 @@ def group_members(pgid: int) -> list[int]:
     return [pid for pid, fields in _all_stats() if fields[0] != "Z" and int(fields[2]) == pgid]
 
 
+def descendants(root: int) -> set[int]:
+    """PIDs of the live descendants of ``root`` (not root itself), from /proc."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in _all_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def command_line(pid: int) -> str:
+    """The process's command line as ``ps`` shows it to any user ('' when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _socket_address(hex_addr: str) -> tuple[str, int]:
+    """'0100007F:1F90' (/proc/net/tcp, host byte order per 32-bit word) -> ('127.0.0.1', 8080);
+    an IPv4-mapped IPv6 address (a JVM's dual-stack socket) as its IPv4 address."""
+    addr, port = hex_addr.split(":")
+    raw = b"".join(int(addr[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(addr), 8))
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped (a JVM's dual-stack socket)
+        raw = raw[12:]
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, raw), int(port, 16)
+
+
+def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every TCP socket in LISTEN state that one of ``pids`` holds,
+    IPv4 and IPv6 (an address of 0.0.0.0 or :: listens on every interface)."""
+    listening: dict[str, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[3] == "0A":  # TCP_LISTEN
+                listening[cols[9]] = _socket_address(cols[1])
+    found = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and (inode := target[8:-1]) in listening:
+                found.add((pid, *listening[inode]))
+    return sorted(found)
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds (user + system) used so far by ``root`` and its live descendants."""
     stats = dict(_all_stats())
@@ -131,14 +194,14 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def first_busy(ports: Iterable[int]) -> int | None:
+def first_busy(ports: Iterable[int], host: str = "127.0.0.1") -> int | None:
     for port in ports:
-        if port_open(port):
+        if port_open(port, host):
             return port
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
             except OSError:
                 return port
     return None
