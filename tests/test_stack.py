@@ -78,6 +78,9 @@ def test_up_status_down_leaves_nothing(stack):
     elsewhere = [f"pid {pid} ({procs.command_line(pid)[:80]}) on {addr}:{port}"
                  for pid, addr, port in listeners if addr != "127.0.0.1"]
     assert elsewhere == [], "\n".join(elsewhere)
+    master = procs.group_members(manager.load_state(conf)["spark-master"].pid)
+    assert {port for pid, _, port in listeners if pid in master} == {
+        conf.spark_master_port, conf.spark_master_webui_port}  # no REST submission server (6066)
 
     status = cli(stack, "stack", "status")
     lines = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}

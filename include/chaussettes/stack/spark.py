@@ -51,7 +51,9 @@ def master(settings: Settings) -> Component:
         argv=[spark_class, "org.apache.spark.deploy.master.Master", "--host", settings.bind_host,
               "--port", str(settings.spark_master_port),
               "--webui-port", str(settings.spark_master_webui_port)],
-        env=_spark_env(settings),
+        # Spark 4 also opens its REST submission server (port 6066, no authentication: any
+        # local user could run code as the platform); nothing here submits through it.
+        env={**_spark_env(settings), "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"},
         ports=[(settings.spark_master_port, "CHAUSSETTES_SPARK_MASTER_PORT"),
                (settings.spark_master_webui_port, "CHAUSSETTES_SPARK_MASTER_WEBUI_PORT")],
         healthy=lambda: (_master_json(settings) or {}).get("status") == "ALIVE",
