@@ -39,6 +39,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -52,6 +53,7 @@ HEALTHY, STARTING, STALLED, DEAD = "healthy", "starting", "stalled", "dead"
 STATES = (HEALTHY, STARTING, STALLED, DEAD)
 
 DEFAULT_TRIGGER = "10s"
+DEFAULT_CHECKPOINT = "detector"  # the folder under settings.checkpoint_dir
 DEFAULT_STALL_AFTER_S = 180.0
 DEFAULT_STARTUP_GRACE_S = 180.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -246,7 +248,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
-            self.checkpoint = Path(self.settings.checkpoint_dir) / "detector"
+            self.checkpoint = Path(self.settings.checkpoint_dir) / DEFAULT_CHECKPOINT
         self.checkpoint = Path(self.checkpoint)
 
     # ---- paths
@@ -286,6 +288,9 @@ class Supervisor:
     def detector_argv(self) -> list[str]:
         if self.argv:
             return list(self.argv)
+        command = getattr(self.settings, "detector_command", "")
+        if command:  # CHAUSSETTES_DETECTOR_COMMAND: the environment's choice, never a run's
+            return shlex.split(command)
         repo = Path(__file__).resolve().parents[2]
         spark_submit = Path(sys.executable).with_name("spark-submit")
         master = self.master or self.settings.spark_master

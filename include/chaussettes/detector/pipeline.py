@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaussettes import artifacts, sparkparse, windows
+from chaussettes import artifacts, durations, sparkparse, windows
 from chaussettes import thresholds as thresholds_mod
 from chaussettes.detector import alerts as alerts_mod
 from chaussettes.detector.archive import hour_partition, write_partitioned
@@ -101,16 +101,7 @@ class DetectorConfig:
 
 def trigger_seconds(text: str) -> float | None:
     """Seconds of a '10s' / '500ms' / '2m' trigger, None for available-now."""
-    t = text.strip().lower()
-    if t in ("available-now", "availablenow", "once"):
-        return None
-    for suffix, factor in (("ms", 0.001), ("s", 1), ("m", 60)):
-        if t.endswith(suffix) and t[: -len(suffix)].replace(".", "", 1).isdigit():
-            value = float(t[: -len(suffix)]) * factor
-            if value <= 0:
-                break
-            return value
-    raise ValueError(f"--trigger {text!r}: expected a duration like 10s, 500ms, 1m, or available-now")
+    return durations.trigger_seconds(text)
 
 
 class BatchProcessor:
