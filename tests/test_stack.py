@@ -135,6 +135,25 @@ def test_unhealthy_component_is_stopped_and_its_log_shown(tmp_path):
     assert not procs.wait_until(lambda: bool(_python_sleepers(tmp_path)), 0.5)
 
 
+def test_down_never_signals_a_group_that_is_not_the_stacks_any_more(tmp_path):
+    """stack.json from before a reboot names pids that may now be other programs': `down`
+    leaves them alone (and does not wait for their ports)."""
+    conf = settings_mod.load(env={}, home=tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                             start_new_session=True)
+    try:
+        record = manager.Running("kafka", other.pid, [conf.kafka_port], str(tmp_path / "k.log"), 0.0,
+                                 procs.start_ticks(other.pid), "an-earlier-boot")
+        manager._save_state(conf, {"kafka": record})
+        assert not manager.load_state(conf)["kafka"].alive
+        manager.down(conf, echo=lambda _: None)
+        assert other.poll() is None, "down killed another program"
+        assert manager.load_state(conf) == {}
+    finally:
+        other.kill()
+        other.wait(5)
+
+
 def _python_sleepers(tmp_path):
     out = subprocess.run(["pgrep", "-f", "listening soon"], capture_output=True, text=True, check=False).stdout
     return out.split()

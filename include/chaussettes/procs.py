@@ -77,6 +77,39 @@ def stat_fields(pid: int) -> list[str] | None:
         return None
 
 
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None when gone or a zombie): with
+    the boot id, what tells a process apart from a later one that got the same pid."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def boot_id() -> str:
+    """This boot's random id (a pid or a start time from another boot means nothing now)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def owns_group(pgid: int, leader_start_ticks: int | None, boot: str | None) -> bool:
+    """True when process group ``pgid`` is still the one whose leader started at
+    ``leader_start_ticks`` during boot ``boot``: signalling it reaches what we started.
+
+    After a reboot (another boot id) the id may be any program's. In the same boot a live
+    leader must have the recorded start time (else its pid was reused); a dead leader's group
+    id cannot be handed out again while members of the group live, so they are ours. With no
+    boot recorded (an older record) only a live leader with the recorded start time counts."""
+    if leader_start_ticks is None or (boot is not None and boot != boot_id()):
+        return False
+    ticks = start_ticks(pgid)
+    if ticks is not None:
+        return ticks == leader_start_ticks
+    return boot is not None and bool(group_members(pgid))
+
+
 def _not_zombie(pid: int) -> bool:
     fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z"
