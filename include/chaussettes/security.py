@@ -337,9 +337,12 @@ def client_env(settings: Settings, component: str) -> dict[str, str]:
 
 
 def _tls_env(s: Settings) -> dict[str, str]:
+    # Mutual TLS needs no SASL field; leaving them out keeps a SASL password of the caller's
+    # environment out of what `security env` prints and of what children are given.
     env = {f"{ENV_PREFIX}BOOTSTRAP_SERVERS": s.bootstrap_servers}
     env.update({k: v for k, v in s.as_env().items() if k.startswith(f"{ENV_PREFIX}KAFKA_")
-                and not k.endswith(("_PORT", "_TIMEOUT_S"))})
+                and not k.endswith(("_PORT", "_TIMEOUT_S", "_MAX_CONNECTIONS"))
+                and not k.startswith(f"{ENV_PREFIX}KAFKA_SASL_")})
     return env
 
 
