@@ -88,6 +88,11 @@ def standalone() -> None:
     signed with the API secret. On one machine the API server reads the same log files from
     disk, so the UI shows every log without them."""
     from airflow.cli.commands.standalone_command import StandaloneCommand
+    from airflow.configuration import write_default_airflow_configuration_if_needed
+
+    # What the `airflow` command does first: one airflow.cfg, so one JWT secret, before the
+    # processes start (else each writes its own, and tasks' tokens fail the API server's check).
+    write_default_airflow_configuration_if_needed()
 
     class Subcommands(dict):
         def __setitem__(self, name, sub) -> None:
