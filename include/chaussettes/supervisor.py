@@ -421,8 +421,10 @@ class Supervisor:
         pgid = int(info.get("pgid") or info["pid"])
         if not self._ours(info):
             # Nothing of ours is left under that id: signalling it could kill another program.
-            self._event("stop", reason=reason, pid=info.get("pid"), clean=True,
-                        note=f"process group {pgid} is not the detector's any more: not signalled")
+            procs.reap(pgid)
+            foreign = procs.alive(pgid) or bool(procs.group_members(pgid))
+            note = {"note": f"process group {pgid} is not the detector's any more: not signalled"}
+            self._event("stop", reason=reason, pid=info.get("pid"), clean=True, **(note if foreign else {}))
             self.pid_path.unlink(missing_ok=True)
             return True
         ok = procs.stop_group(pgid, self.stop_timeout_s if timeout_s is None else timeout_s)
