@@ -78,8 +78,8 @@ def supervisor_restart(ctx, env, conf) -> dict:
          conf.bootstrap_servers, "--topic", topic, "--rate", "200", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     params = {"poll_s": 5, "watch_minutes": 60, "trigger": "5s", "spark_master": "local[2]",
-              "startup_grace_s": 900, "detector_args": ["--topic", topic, "--no-archive",
-                                                        "--log-level", "WARN"]}
+              "startup_grace_s": 900}
+    env = {**env, "CHAUSSETTES_TOPIC_LOGS": topic}  # the detector reads its topic from settings
     log_path = ctx.tmp / "streaming_detector_dag.log"
     sup = sv.Supervisor(conf, query_kafka_lag=False)
     dag = None

@@ -24,6 +24,12 @@ stream for *watch_minutes*, then the next run starts at once.
 
 Files: `<run_dir>/detector/` (`detector.log`, `detector.pid.json`, `events.jsonl`,
 `supervisor.json`) and the status file `<run_dir>/detector-status.json`.
+
+**Parameters** are a closed set of typed, bounded values: the trigger (`10s`, `500ms`, `2m`, the
+detector's own grammar), the records per micro-batch, the checkpoint (a folder name under
+`CHAUSSETTES_HOME`'s checkpoints) and `local[N]` instead of the stack's Spark master. The form and
+the REST API refuse anything else with the reason; a key the DAG does not declare fails
+`ensure_running`, naming it. The command is not a parameter.
 """
 
 from __future__ import annotations
@@ -31,9 +37,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag, task
-from chaussettes.orchestration.common import DEFAULT_ARGS
+from chaussettes.durations import TRIGGER_PATTERN
+from chaussettes.orchestration.common import (
+    CHECKPOINT_NAME_PATTERN,
+    DEFAULT_ARGS,
+    LOCAL_MASTER_PATTERN,
+    MAX_OFFSETS_PER_TRIGGER_MAX,
+)
 from chaussettes.orchestration.sensors import DetectorHealthSensor
+from chaussettes.supervisor import DEFAULT_CHECKPOINT, DEFAULT_TRIGGER
 
+# A closed set: typed, bounded values only. The command is not a parameter (whoever may trigger
+# a DAG must not run code as the platform); keys outside this dict fail the run by name.
 PARAMS = {
     "watch_minutes": Param(10, type="integer", minimum=1, maximum=1440, title="Watch (minutes)",
                            description="How long one run watches the stream before the next run."),
@@ -42,15 +57,18 @@ PARAMS = {
                            description="No micro-batch for this long while records wait: restart."),
     "startup_grace_s": Param(240, type="integer", minimum=10, maximum=3600, title="Start-up grace (s)",
                              description="Time a (re)started detector has to finish its first micro-batch."),
-    "spark_master": Param("", type="string", title="Spark master",
-                          description="Empty: CHAUSSETTES_SPARK_MASTER."),
-    "trigger": Param("10s", type="string", pattern=r"^([0-9]+ ?(s|ms|m|min|seconds?|minutes?)|available-now)$",
-                     title="Micro-batch trigger"),
-    "detector_args": Param([], type="array", title="Extra detector arguments",
-                           description="Added to stream_detector.py's command line."),
-    "detector_command": Param(None, type=["null", "string"], title="Detector command (override)",
-                              description="A whole command line to run instead of spark-submit "
-                                          "jobs/stream_detector.py (tests, other deployments)."),
+    "spark_master": Param("", type="string", pattern=LOCAL_MASTER_PATTERN, title="Spark master",
+                          description="Empty: the stack's (CHAUSSETTES_SPARK_MASTER); or local[N], N 1-9."),
+    "trigger": Param(DEFAULT_TRIGGER, type="string", pattern=TRIGGER_PATTERN, title="Micro-batch trigger",
+                     description="10s, 500ms, 2m (1 to 4 digits; units ms, s, m): the detector's own "
+                                 "grammar (chaussettes.durations)."),
+    "max_offsets_per_trigger": Param(None, type=["null", "integer"], minimum=1,
+                                     maximum=MAX_OFFSETS_PER_TRIGGER_MAX,
+                                     title="Max records per micro-batch",
+                                     description="Empty: the detector's default."),
+    "checkpoint": Param(DEFAULT_CHECKPOINT, type="string", pattern=CHECKPOINT_NAME_PATTERN,
+                        title="Checkpoint", description="A folder name under CHAUSSETTES_HOME's "
+                        "checkpoints (letters, digits, _ and -), not a path."),
 }
 
 
@@ -69,9 +87,14 @@ def streaming_detector():
     @task(multiple_outputs=True)
     def ensure_running(**context) -> dict:
         """Start the detector unless one runs on the checkpoint (restart with backoff if it died)."""
+        from airflow.sdk.exceptions import AirflowFailException
         from chaussettes.orchestration import common
 
-        opts = common.supervisor_options(common.load_settings(), context["params"])
+        try:
+            common.refuse_unknown(context["params"], PARAMS)
+            opts = common.supervisor_options(common.load_settings(), context["params"])
+        except ValueError as exc:  # out of the closed set: no retry can mend it
+            raise AirflowFailException(str(exc)) from None
         sup = common.build_supervisor(opts)
         if sup.running():
             info, action = sup.pid_info() or {}, "already running"

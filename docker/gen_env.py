@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Write .env for docker-compose from .env.example, with a fresh random value for every
-secret (``CHANGE_ME``). Standard library only: runs before any virtualenv exists.
+secret: a variable whose name ends in PASSWORD, SECRET or KEY and whose example value is empty
+(or the old placeholder ``CHANGE_ME``). Standard library only: runs before any virtualenv exists.
 
     python3 docker/gen_env.py [--example .env.example] [--output .env] [--force]
 
@@ -13,11 +14,13 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
 
 PLACEHOLDER = "CHANGE_ME"
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|KEY)$")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,14 +31,20 @@ def value_for(name: str) -> str:
     return secrets.token_urlsafe(24)
 
 
-def render(example: str) -> str:
-    out = []
+def is_secret(name: str, value: str) -> bool:
+    return bool(SECRET_NAME.search(name)) and value.strip() in ("", PLACEHOLDER)
+
+
+def render(example: str) -> tuple[str, int]:
+    """The .env text and how many secrets it generated."""
+    out, count = [], 0
     for line in example.splitlines():
         name, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#") and value.strip() == PLACEHOLDER:
+        if sep and not line.lstrip().startswith("#") and is_secret(name.strip(), value):
             line = f"{name}={value_for(name.strip())}"
+            count += 1
         out.append(line)
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n", count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tmp = args.output.with_name(args.output.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    text, count = render(example)
     with os.fdopen(fd, "w") as f:
-        f.write(render(example))
+        f.write(text)
     os.replace(tmp, args.output)
-    count = example.count(f"={PLACEHOLDER}")
     print(f"wrote {args.output} (mode 0600) with {count} generated secrets; never commit it")
     return 0
 

@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = _Parser(prog="stream_detector.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--source", choices=("kafka", "socket", "files"), default="kafka")
-    p.add_argument("--trigger", default="10s", help="micro-batch interval (10s, 500ms) or available-now")
+    p.add_argument("--trigger", default="10s",
+                   help="micro-batch interval (10s, 500ms, 2m: chaussettes.durations) or available-now")
     p.add_argument("--checkpoint", type=Path, help="checkpoint folder (default <checkpoint_dir>/detector)")
     p.add_argument("--thresholds", type=Path, help="pin a seuils.json (default: the artifact store's current)")
     p.add_argument("--input", type=Path, help="files source: folder of log files")
@@ -64,17 +65,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def check_args(args) -> str | None:
-    from chaussettes.detector.pipeline import trigger_seconds
+    from chaussettes.durations import trigger_seconds
 
     try:
-        trigger_seconds(args.trigger)
+        seconds = trigger_seconds(args.trigger)
     except ValueError as exc:
         return str(exc)
     if args.source == "socket":
         host, _, port = (args.socket or "").rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             return "--source socket needs --socket host:port"
-        if args.trigger.lower().startswith("available"):
+        if seconds is None:
             return "--trigger available-now is not possible with the socket source"
     if args.source == "files":
         if not args.input:

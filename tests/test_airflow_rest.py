@@ -131,3 +131,20 @@ def test_calibration_triggered_through_the_rest_api_publishes_a_version(airflow)
     status, runs = _call("GET", f"{base}/api/v2/dags/{dag}/dagRuns", token)
     assert status == 200
     assert [r["dag_run_id"] for r in runs["dag_runs"] if r["run_type"] == "manual"] == [run_id]
+
+
+def test_the_detector_dag_refuses_through_the_rest_api_what_is_outside_its_closed_set(airflow):
+    """What the form posts: 400 naming the param, and no run, for each value outside the set."""
+    _, base, token = airflow
+    dag = "streaming_detector"
+    _wait_for_dag(base, token, dag)
+    for run_conf, param in (({"trigger": "1min"}, "trigger"), ({"trigger": "0s"}, "trigger"),
+                            ({"checkpoint": "/etc/cron.d"}, "checkpoint"),
+                            ({"spark_master": "spark://10.0.0.9:7077"}, "spark_master"),
+                            ({"max_offsets_per_trigger": 0}, "max_offsets_per_trigger")):
+        status, body = _call("POST", f"{base}/api/v2/dags/{dag}/dagRuns", token,
+                             {"logical_date": None, "conf": run_conf})
+        assert status == 400, (run_conf, body)
+        assert f"Invalid input for param {param}" in json.dumps(body), body
+    status, runs = _call("GET", f"{base}/api/v2/dags/{dag}/dagRuns", token)
+    assert status == 200 and runs["dag_runs"] == []

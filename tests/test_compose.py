@@ -1,7 +1,10 @@
 """docker-compose.yaml, checked statically (no container engine here).
 
 Debian's docker-compose 1.29 validates and resolves the file (anchors merged, variables
-interpolated); the tests then check the invariants on what it resolved.
+interpolated, with an .env made by docker/gen_env.py); the tests then check the invariants on
+what it resolved, among them the separation between components: the user each service runs
+as, the volumes it mounts (read-only where it only reads) and the secrets it receives — the
+tables below say who gets what; a new service (Alertmanager, a relay...) adds its rows.
 """
 
 from __future__ import annotations
@@ -24,7 +27,50 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yaml"
 EXAMPLE = REPO / ".env.example"
 ONE_SHOT = {"certs", "kafka-init", "airflow-init", "calibration"}
-SECRET_NAME = re.compile(r"(PASSWORD|SECRET|FERNET_KEY|_KEY$)")
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|KEY)$")  # docker/gen_env.py's rule
+
+AIRFLOW = {"airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+           "airflow-triggerer"}
+# Trust domains: who runs as whom (services of the chaussettes image; official images keep
+# their own non-root user). The detector and the Spark worker share one: its executors write
+# the detector's archive and checkpoints.
+USERS = {"certs": "0:0", "generator": "50002:0", "detector": "50001:0", "spark-worker": "50001:0",
+         "calibration": "50003:0", **{name: "50000:0" for name in AIRFLOW}}
+# Named volumes per service, "rw" or "ro"; a service not listed mounts none.
+MOUNTS = {
+    "certs": {"certs": "rw"},
+    "kafka": {"kafka-data": "rw", "certs": "ro"},
+    "spark-worker": {"chaussettes-data": "rw", "chaussettes-checkpoints": "rw", "certs": "ro"},
+    "postgres": {"postgres-data": "rw"},
+    "airflow-init": {"airflow-logs": "rw", "certs": "ro"},
+    "airflow-api-server": {"airflow-logs": "rw", "certs": "ro", "chaussettes-run": "ro",
+                           "chaussettes-artifacts": "ro"},
+    "airflow-scheduler": {"airflow-logs": "rw", "certs": "ro", "chaussettes-run": "rw",
+                          "chaussettes-artifacts": "rw", "chaussettes-data": "ro"},
+    "airflow-dag-processor": {"airflow-logs": "rw", "certs": "ro"},
+    "airflow-triggerer": {"airflow-logs": "rw", "certs": "ro", "chaussettes-run": "ro",
+                          "chaussettes-data": "ro"},
+    "generator": {"certs": "ro"},
+    "detector": {"chaussettes-data": "rw", "chaussettes-checkpoints": "rw", "chaussettes-run": "rw",
+                 "chaussettes-artifacts": "ro", "certs": "ro"},
+    "calibration": {"chaussettes-data": "ro", "calibration-output": "rw", "certs": "ro"},
+}
+# Each secret of .env and the services whose configuration carries its value.
+SECRETS = {
+    "SPARK_AUTH_SECRET": {"spark-master", "spark-worker", "detector", "calibration", "airflow-scheduler"},
+    "KAFKA_KEYSTORE_PASSWORD": {"certs"},
+    "KAFKA_GENERATOR_PASSWORD": {"kafka-init", "generator"},
+    "KAFKA_DETECTOR_PASSWORD": {"kafka-init", "detector"},
+    "KAFKA_CALIBRATION_PASSWORD": {"kafka-init", "calibration"},
+    "KAFKA_OPS_PASSWORD": {"kafka-init", "airflow-api-server"},
+    "KAFKA_AIRFLOW_PASSWORD": {"kafka-init", "airflow-init", "airflow-scheduler", "airflow-triggerer"},
+    "POSTGRES_PASSWORD": {"postgres", *AIRFLOW},
+    "AIRFLOW_FERNET_KEY": AIRFLOW,
+    "AIRFLOW_API_SECRET_KEY": AIRFLOW,
+    "AIRFLOW_JWT_SECRET": AIRFLOW,
+    "AIRFLOW_ADMIN_PASSWORD": {"airflow-api-server"},
+    "AIRFLOW_OPS_PASSWORD": {"airflow-api-server"},
+}
 
 
 def _compose(*args: str, env_file: Path = EXAMPLE, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -34,9 +80,30 @@ def _compose(*args: str, env_file: Path = EXAMPLE, cwd: Path = REPO) -> subproce
                           check=False, capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
+def _generated_env(path: Path) -> Path:
+    gen = subprocess.run([sys.executable, str(REPO / "docker" / "gen_env.py"), "--output", str(path)],
+                         check=False, capture_output=True, text=True, timeout=30)
+    assert gen.returncode == 0, gen.stderr
+    return path
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
 @pytest.fixture(scope="module")
-def resolved() -> dict:
-    result = _compose("config")
+def env_file(tmp_path_factory) -> Path:
+    return _generated_env(tmp_path_factory.mktemp("compose") / ".env")
+
+
+@pytest.fixture(scope="module")
+def resolved(env_file) -> dict:
+    result = _compose("config", env_file=env_file)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -47,17 +114,22 @@ def services(resolved) -> dict:
 
 
 def _env_example() -> dict[str, str]:
-    values = {}
-    for line in EXAMPLE.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            values[name.strip()] = value.strip()
-    return values
+    return _read_env(EXAMPLE)
 
 
-def test_compose_config_is_valid_with_the_documented_example():
-    result = _compose("config", "-q")
+def test_compose_config_is_valid_with_generated_secrets(env_file):
+    result = _compose("config", "-q", env_file=env_file)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_example_alone_is_refused_until_secrets_are_generated(tmp_path):
+    """A .env copied from .env.example has empty secrets: every ${SECRET:?} refuses it (it
+    used to hold CHANGE_ME, which the checks accepted)."""
+    copied = tmp_path / ".env"
+    copied.write_text(EXAMPLE.read_text())
+    result = _compose("config", "-q", env_file=copied, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "gen_env.py" in result.stderr
 
 
 def test_compose_refuses_to_run_without_generated_secrets(tmp_path):
@@ -171,6 +243,62 @@ def test_host_ports_are_published_on_loopback_only(services):
             assert host_ip == "127.0.0.1", f"{name} publishes {port} on every interface"
 
 
+def _uid(user: str) -> int:
+    return int(str(user).split(":")[0])
+
+
+def test_each_component_runs_as_the_user_of_its_trust_domain(services):
+    users = {name: str(svc.get("user")) for name, svc in services.items() if "user" in svc}
+    assert users == USERS
+    assert [name for name, user in users.items() if _uid(user) == 0] == ["certs"]  # one-shot
+    # No two trust domains share a user: the generator, the pipeline, the calibration, Airflow.
+    domains = {_uid(USERS[n]) for n in ("generator", "detector", "calibration", "airflow-scheduler")}
+    assert len(domains) == 4
+    # The official images keep their own non-root users (kafka, spark, postgres).
+    assert {n for n, s in services.items() if "user" not in s} == {"kafka", "kafka-init", "spark-master",
+                                                                   "postgres"}
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert "ARG PIPELINE_UID=50001" in dockerfile and "ARG CALIBRATION_UID=50003" in dockerfile
+
+
+def _mounts(svc: dict) -> tuple[dict[str, str], list[str]]:
+    """(named volume -> "rw"/"ro", bind mounts as written) of one resolved service."""
+    named, binds = {}, []
+    for vol in svc.get("volumes", []):
+        source, _, rest = vol.partition(":")
+        mode = "ro" if rest.endswith(":ro") else "rw"
+        if source.startswith(("/", ".")):
+            binds.append(vol)
+        else:
+            assert source not in named, f"{source} mounted twice"
+            named[source] = mode
+    return named, binds
+
+
+def test_each_component_mounts_only_the_volumes_it_needs(services):
+    got = {name: _mounts(svc)[0] for name, svc in services.items() if _mounts(svc)[0]}
+    assert got == MOUNTS
+    writers = {vol: sorted(n for n, m in got.items() if m.get(vol) == "rw") for vol in
+               ("chaussettes-artifacts", "chaussettes-data", "chaussettes-checkpoints")}
+    assert writers == {"chaussettes-artifacts": ["airflow-scheduler"],  # the thresholds store
+                       "chaussettes-data": ["detector", "spark-worker"],
+                       "chaussettes-checkpoints": ["detector", "spark-worker"]}
+    assert not any(v.startswith(("chaussettes-", "calibration")) for v in got["generator"])
+    assert services["generator"]["tmpfs"] == ["/var/lib/chaussettes/run"]  # its heartbeat only
+    for name, svc in services.items():  # files from the checkout are configuration: read-only
+        assert all(b.endswith(":ro") for b in _mounts(svc)[1]), name
+
+
+def test_each_secret_reaches_only_the_services_that_use_it(services, env_file):
+    values = _read_env(env_file)
+    secrets_ = {name: value for name, value in values.items() if SECRET_NAME.search(name)}
+    assert set(secrets_) == set(SECRETS), "a secret of .env.example is missing from SECRETS"
+    for name, value in secrets_.items():
+        assert len(value) >= 20, name
+        holders = {svc for svc, config in services.items() if value in json.dumps(config)}
+        assert holders == SECRETS[name], name
+
+
 def test_no_secret_is_written_in_the_compose_file():
     raw = yaml.safe_load(COMPOSE.read_text())
 
@@ -186,7 +314,8 @@ def test_no_secret_is_written_in_the_compose_file():
 
     for path, value in walk(raw):
         key = path.rsplit(".", 1)[-1]
-        if SECRET_NAME.search(key) and "KEYSTORE_FILENAME" not in key and "CREDENTIALS" not in key:
+        if re.search(r"(PASSWORD|SECRET|KEY)", key) and not key.endswith(
+                ("KEYSTORE_FILENAME", "KEYSTORE_TYPE", "CREDENTIALS")):
             assert isinstance(value, str) and value.startswith("${"), f"{path} holds a literal value"
     assert "ALL_ADMINS: ${AIRFLOW_DEV_ALL_ADMINS:-False}" in COMPOSE.read_text()
 
@@ -197,7 +326,7 @@ def test_env_example_documents_every_variable_and_holds_no_secret():
     assert used <= set(example), f"undocumented: {sorted(used - set(example))}"
     for name, value in example.items():
         if SECRET_NAME.search(name):
-            assert value == "CHANGE_ME", f"{name} has a value in .env.example"
+            assert value == "", f"{name} has a value in .env.example"
     assert ".env" in (REPO / ".gitignore").read_text().split()
 
 
@@ -209,8 +338,8 @@ def test_gen_env_writes_private_random_secrets_and_keeps_an_existing_file(tmp_pa
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     values = dict(line.split("=", 1) for line in out.read_text().splitlines()
                   if line and not line.startswith("#"))
-    secrets_ = {k: v for k, v in values.items() if _env_example()[k] == "CHANGE_ME"}
-    assert len(secrets_) >= 10 and "=CHANGE_ME" not in out.read_text()
+    secrets_ = {k: v for k, v in values.items() if SECRET_NAME.search(k)}
+    assert len(secrets_) == len(SECRETS) and all(len(v) >= 20 for v in secrets_.values())
     assert len(set(secrets_.values())) == len(secrets_)
     from cryptography.fernet import Fernet
 
@@ -318,3 +447,63 @@ def test_entrypoint_turns_secrets_into_private_files_and_drops_them_from_the_env
     pw = tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated"
     assert json.loads(pw.read_text()) == {"admin": "admin-pw", "ops": "ops-pw"}
     assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+
+
+def test_entrypoint_refuses_a_placeholder_and_leaves_a_readable_umask(tmp_path):
+    base = {"PATH": os.environ.get("PATH", ""), "SPARK_CONF_DIR": str(tmp_path / "spark-conf")}
+    placeholder = subprocess.run(
+        ["bash", str(REPO / "docker" / "entrypoint.sh"), "true"], check=False, capture_output=True,
+        text=True, timeout=60,
+        env={**base, "SPARK_AUTH_SECRET": "CHANGE_ME",
+             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:CHANGE_ME@postgres/airflow"})
+    assert placeholder.returncode == 64
+    assert placeholder.stderr.strip() == ("entrypoint: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN SPARK_AUTH_SECRET "
+                                          "still hold CHANGE_ME: run python3 docker/gen_env.py (see .env.example)")
+    assert not (tmp_path / "spark-conf").exists()
+    # What a service writes for others (thresholds, status) stays readable to them.
+    ok = subprocess.run(["bash", str(REPO / "docker" / "entrypoint.sh"), "bash", "-c", "umask"],
+                        env={**base, "SPARK_AUTH_SECRET": "s3cret-" + "value"}, check=False,
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == "0022", ok.stderr
+    assert stat.S_IMODE((tmp_path / "spark-conf" / "spark-defaults.conf").stat().st_mode) == 0o600
+
+
+KAFKA_TOOL = """#!/usr/bin/env bash
+# Stand-in for a Kafka CLI: records its command line and what an --add-config-file held.
+printf '%s\\n' "$0 $*" >> "$RECORD/argv"
+while [[ $# -gt 0 ]]; do
+  if [[ "$1" == --add-config-file ]]; then
+    stat -c '%a' "$2" >> "$RECORD/modes"; cat "$2" >> "$RECORD/files"
+  fi
+  shift
+done
+"""
+
+
+def test_kafka_init_keeps_scram_passwords_off_command_lines(services, tmp_path):
+    """docker/kafka/kafka-init.sh with the environment compose gives it, in front of stand-ins of
+    the Kafka CLIs (no broker here): every password travels in a 0600 file, none in an argv."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "record"
+    bin_dir.mkdir()
+    record.mkdir()
+    for tool in ("kafka-topics.sh", "kafka-configs.sh", "kafka-acls.sh"):
+        (bin_dir / tool).write_text(KAFKA_TOOL)
+        (bin_dir / tool).chmod(0o755)
+    init_env = {k: str(v) for k, v in services["kafka-init"]["environment"].items()}
+    env = {"PATH": os.environ.get("PATH", ""), "KAFKA_BIN": str(bin_dir), "RECORD": str(record),
+           "TMPDIR": str(tmp_path), **init_env}
+    run = subprocess.run(["bash", str(REPO / "docker" / "kafka" / "kafka-init.sh")], env=env,
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    passwords = {v for k, v in init_env.items() if k.endswith("_PASSWORD")}
+    assert len(passwords) == len(security.COMPONENTS)
+    argv = (record / "argv").read_text()
+    assert "kafka-configs.sh" in argv and not [p for p in passwords if p in argv + run.stdout + run.stderr]
+    assert (record / "modes").read_text().split() == ["600"] * len(security.COMPONENTS)
+    lines = (record / "files").read_text().splitlines()
+    assert sorted(lines) == sorted(f"SCRAM-SHA-512=iterations=8192,password={p}" for p in passwords)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "record"]  # the file is removed
+    refused = subprocess.run(["bash", str(REPO / "docker" / "kafka" / "kafka-init.sh")],
+                             env={**env, "KAFKA_OPS_PASSWORD": "CHANGE_ME"}, check=False,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 64 and "KAFKA_OPS_PASSWORD holds the CHANGE_ME placeholder" in refused.stderr

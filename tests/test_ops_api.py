@@ -2,9 +2,10 @@
 
 Alerts are built by the detector's own builder (``chaussettes.detector.alerts.build_alert``)
 and published onto a fresh real topic; the status file is written where the detector
-writes it. Here Airflow's auth dependency is overridden by a fixed user, except in the
-tests that check a request without credentials is refused; test_ops_browser.py checks the
-real tokens against a running Airflow.
+writes it. Here Airflow's login (``get_user``) is overridden by a fixed user of the simple auth
+manager, whose real authorization decides (a role that can read DAGs), except in the tests that
+check a request without credentials is refused; test_ops_browser.py checks the real tokens
+against a running Airflow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import statistics
 import time
 
 import pytest
+from airflow.api_fastapi.app import create_auth_manager
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from airflow.api_fastapi.core_api.security import get_user
 from chaussettes import artifacts, procs
 from chaussettes.ops import samples
@@ -22,12 +25,18 @@ from chaussettes.ops.app import create_app
 from fastapi.testclient import TestClient
 
 ROUTES = ["/", "/api/health", "/api/alerts", "/api/rates", "/api/versions", "/api/versions/diff?a=0&b=0"]
+FASTAPI_DOCS = ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"]
 
 
-def client_for(settings, authenticated: bool = True, **kwargs) -> TestClient:
+@pytest.fixture(scope="module", autouse=True)
+def auth_manager():
+    return create_auth_manager()  # Airflow's configured one: the simple auth manager
+
+
+def client_for(settings, authenticated: bool = True, role: str | None = "viewer", **kwargs) -> TestClient:
     app = create_app(settings, **kwargs)
     if authenticated:
-        app.dependency_overrides[get_user] = lambda: {"username": "test-ops"}
+        app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="test-ops", role=role)
     return TestClient(app)
 
 
@@ -36,6 +45,22 @@ def test_no_credentials_is_refused(settings, route):
     response = client_for(settings, authenticated=False).get(route)
     assert response.status_code == 401
     assert response.json() == {"detail": "Not authenticated"}
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_login_without_a_role_that_reads_dags_is_refused(settings, route):
+    """The page shows client IPs: a logged-in user whose role cannot read DAGs gets 403."""
+    response = client_for(settings, role=None).get(route)
+    assert response.status_code == 403
+    assert response.json() == {"detail": "the operations page needs a role that can read DAGs"}
+    assert client_for(settings, role="viewer").get("/api/versions").status_code == 200
+
+
+@pytest.mark.parametrize("route", FASTAPI_DOCS)
+def test_no_interactive_docs_or_schema_with_or_without_login(settings, route):
+    """FastAPI serves these outside the app's dependencies, with scripts from a CDN."""
+    assert client_for(settings, authenticated=False).get(route).status_code == 404
+    assert client_for(settings).get(route).status_code == 404
 
 
 def test_api_sections_with_data(settings, new_topic):

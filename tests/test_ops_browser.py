@@ -101,8 +101,11 @@ def airflow_ui(broker, tmp_path_factory):
     dags = home / "dags"
     dags.mkdir()
     s.airflow_home.mkdir(parents=True)
-    (s.airflow_home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": PASSWORD}))
-    env = {**os.environ, **airflow_env(s), "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
+    (s.airflow_home / "simple_auth_manager_passwords.json.generated").write_text(
+        json.dumps({"admin": PASSWORD, "norole": PASSWORD}))
+    # A user who can log in but whose role may not read DAGs (the simple auth manager's empty role).
+    env = {**os.environ, **airflow_env(s), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,norole:"}
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(REPO / "plugins")
     log = home / "standalone.log"
     proc = procs.start([str(Path(sys.executable).parent / "airflow"), "standalone"], log, env=env)
@@ -137,6 +140,13 @@ def test_plugin_api_requires_airflow_login(airflow_ui):
     assert [a["alert_id"] for a in body["alerts"]] == [a["alert_id"] for a in reversed(airflow_ui.alerts)]
     status, health = _get(f"{airflow_ui.base}/chaussettes/api/health", token=airflow_ui.token)
     assert (status, health["health"]) == (200, "running")
+    # Logged in is not enough: the page shows client IPs to a role that can read DAGs only.
+    norole = _post_json(f"{airflow_ui.base}/auth/token", {"username": "norole", "password": PASSWORD})
+    assert _get(url, token=norole["access_token"])[0] == 403
+    # No interactive docs or schema, with or without a token.
+    for route in ("docs", "redoc", "openapi.json"):
+        assert _get(f"{airflow_ui.base}/chaussettes/{route}")[0] in (401, 404), route
+        assert _get(f"{airflow_ui.base}/chaussettes/{route}", token=airflow_ui.token)[0] == 404, route
     # The nav entry Airflow's UI builds from the plugin.
     status, plugins = _get(f"{airflow_ui.base}/api/v2/plugins", token=airflow_ui.token)
     ours = [p for p in plugins["plugins"] if p["name"] == "chaussettes_ops"]
@@ -212,13 +222,16 @@ def test_page_says_plainly_when_sources_are_missing(settings):
     import threading
 
     import uvicorn
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from airflow.api_fastapi.core_api.security import get_user
     from chaussettes.ops.app import create_app
     from playwright.sync_api import expect, sync_playwright
 
     down = settings.replace(bootstrap_servers=f"127.0.0.1:{procs.free_port()}")
     app = create_app(down)
-    app.dependency_overrides[get_user] = lambda: {"username": "test-ops"}
+    create_auth_manager()
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="test-ops", role="viewer")
     port = procs.free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

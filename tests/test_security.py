@@ -7,7 +7,6 @@ present a certificate signed by the platform's CA.
 
 from __future__ import annotations
 
-import os
 import stat
 import time
 import uuid
@@ -167,8 +166,13 @@ def test_airflow_env_turns_authentication_on(tmp_path):
 
 def test_cli_env_prints_exports_and_bad_usage_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CHAUSSETTES_HOME", str(tmp_path))
+    # A shell that also holds SASL settings (compose's): mutual TLS needs none, none is printed.
+    monkeypatch.setenv("CHAUSSETTES_KAFKA_SASL_USERNAME", "ops")
+    monkeypatch.setenv("CHAUSSETTES_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("CHAUSSETTES_KAFKA_SASL_PASSWORD", "pw-" + "in-the-shell")
     assert security.main(["env", "--component", "ops"]) == 0
     out = capsys.readouterr().out
+    assert "pw-in-the-shell" not in out and "SASL" not in out
     assert "export CHAUSSETTES_KAFKA_PROTOCOL=SSL" in out
     assert f"export CHAUSSETTES_KAFKA_KEY_LOCATION={tmp_path}/run/tls/ops.key" in out
     with pytest.raises(SystemExit) as exc:
@@ -178,8 +182,9 @@ def test_cli_env_prints_exports_and_bad_usage_exits_2(tmp_path, capsys, monkeypa
 
 # ---------------------------------------------------------------- mutual TLS, real broker
 @pytest.fixture(scope="module")
-def tls_stack(tmp_path_factory):
-    """Tansu on a loopback plaintext port advertising the TLS port of the kafka-tls component."""
+def tls_run(tmp_path_factory):
+    """Tansu on a loopback plaintext port advertising the TLS port of the kafka-tls component:
+    (settings, the proxy's process)."""
     from chaussettes.stack import tls as tls_stack_mod
 
     home = tmp_path_factory.mktemp("tls-home")
@@ -200,11 +205,16 @@ def tls_stack(tmp_path_factory):
         assert procs.wait_until(lambda: procs.port_open(s.kafka_tls_port), 10), procs.tail(
             logs / "kafka-tls.log")
         comp.after_start()  # creates the topics through the proxy, as the ops client
-        yield s
+        yield s, proxy
     finally:
         if proxy is not None:
             procs.stop_group(proxy.pid, 5)
         procs.stop_group(broker.pid, 5)
+
+
+@pytest.fixture(scope="module")
+def tls_stack(tls_run):
+    return tls_run[0]
 
 
 def _delivered(conf: dict, topic: str, values: list[bytes], timeout: float = 10.0) -> list[str]:
@@ -255,38 +265,59 @@ def test_topics_were_created_through_the_proxy_with_the_settings_partitions(tls_
     assert counts[tls_stack.topic_alerts] == tls_stack.alerts_partitions
 
 
-def _refused(conf: dict, topic: str) -> None:
+def _refused(conf: dict, topic: str, value: bytes = b"should never land") -> None:
     admin = AdminClient({**conf, **QUIET})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=3)
-    assert _delivered(conf, topic, [b"should never land"], timeout=3) != []
+    assert _delivered(conf, topic, [value], timeout=3) != []
 
 
-def test_plaintext_client_is_refused_on_the_advertised_port(tls_stack):
-    _refused({"bootstrap.servers": tls_stack.bootstrap_servers.replace(
-        str(tls_stack.kafka_port), str(tls_stack.kafka_tls_port)),
-        "security.protocol": "plaintext"}, tls_stack.topic_alerts)
+def _plaintext_client(s) -> dict:
+    return {"bootstrap.servers": f"{s.bind_host}:{s.kafka_tls_port}", "security.protocol": "plaintext"}
 
 
-def test_client_without_certificate_is_refused(tls_stack):
-    conf = security.secured_settings(tls_stack, "ops").kafka_client_config()
+def _client_without_certificate(s) -> dict:
+    conf = security.secured_settings(s, "ops").kafka_client_config()
     del conf["ssl.certificate.location"], conf["ssl.key.location"]
-    _refused(conf, tls_stack.topic_alerts)
+    return conf
 
 
-def test_client_with_a_certificate_from_another_ca_is_refused(tls_stack, tmp_path):
-    other = security.ensure_pki(tmp_path / "rogue", components=("generator",), ca_name="Rogue CA")
-    conf = security.secured_settings(tls_stack, "generator").kafka_client_config()
+def _client_of_another_ca(s, rogue_dir: Path) -> dict:
+    other = security.ensure_pki(rogue_dir, components=("generator",), ca_name="Rogue CA")
+    conf = security.secured_settings(s, "generator").kafka_client_config()
     # It trusts the real server (so the handshake gets as far as the client certificate)...
     conf["ssl.certificate.location"] = str(other.client("generator").cert)
     conf["ssl.key.location"] = str(other.client("generator").key)
-    _refused(conf, tls_stack.topic_alerts)
+    return conf
 
 
-def test_refused_clients_wrote_nothing(tls_stack):
-    ops = security.secured_settings(tls_stack, "ops").kafka_client_config()
-    got = _read_all(ops, tls_stack.topic_alerts, tls_stack.alerts_partitions, timeout=3)
-    assert b"should never land" not in got
+def test_plaintext_client_is_refused_on_the_advertised_port(tls_stack):
+    _refused(_plaintext_client(tls_stack), tls_stack.topic_alerts)
+
+
+def test_client_without_certificate_is_refused(tls_stack):
+    _refused(_client_without_certificate(tls_stack), tls_stack.topic_alerts)
+
+
+def test_client_with_a_certificate_from_another_ca_is_refused(tls_stack, tmp_path):
+    _refused(_client_of_another_ca(tls_stack, tmp_path / "rogue"), tls_stack.topic_alerts)
+
+
+def test_refused_clients_wrote_nothing(tls_stack, tmp_path):
+    """Each refused client tries to write a record of its own; then a good client writes one.
+    The topic holds the good one (so the read sees what was written) and none of the others."""
+    topic = f"refused-{uuid.uuid4().hex[:8]}"
+    ops_settings = security.secured_settings(tls_stack, "ops")
+    ensure_topics(ops_settings, {topic: 1})
+    refused = {b"plaintext": _plaintext_client(tls_stack),
+               b"no certificate": _client_without_certificate(tls_stack),
+               b"another CA": _client_of_another_ca(tls_stack, tmp_path / "rogue")}
+    for value, conf in refused.items():
+        _refused(conf, topic, value)
+    assert _delivered(security.secured_settings(tls_stack, "detector").kafka_client_config(), topic,
+                      [b"the good one"]) == []
+    got = _read_all(ops_settings.kafka_client_config(), topic, 1, timeout=5)
+    assert got == [b"the good one"]
 
 
 def test_plaintext_broker_port_is_loopback_only(tls_stack):
@@ -308,10 +339,62 @@ def test_ensure_topics_over_tls_is_idempotent(tls_stack):
     assert ensure_topics(ops, {tls_stack.topic_logs: tls_stack.logs_partitions}) == []
 
 
-def test_no_secret_on_the_proxy_command_line(tls_stack):
-    argv = security.tls_proxy_argv(1, 2, security.Pki(security.tls_dir(tls_stack)))
-    assert all("PRIVATE KEY" not in a for a in argv)
-    assert os.path.basename(argv[0]) == "socat" and "verify=1" in argv[2]
+def _key_material(pki: security.Pki) -> list[str]:
+    """The base64 lines of every private key of the PKI (what a key on a command line shows)."""
+    keys = [pki.ca_key, pki.server_key] + [pki.client(n).key for n in security.COMPONENTS]
+    return [line for key in keys for line in key.read_text().splitlines()
+            if line and not line.startswith("-----")]
+
+
+def test_no_secret_on_the_proxy_command_line(tls_run):
+    """What `ps` shows of the running proxy (and its environment): paths, never key material."""
+    s, proxy = tls_run
+    pki = security.Pki(security.tls_dir(s))
+    material = _key_material(pki)
+    assert len(material) >= 2 * (2 + len(security.COMPONENTS))
+    cmdline = procs.command_line(proxy.pid)
+    environ = Path(f"/proc/{proxy.pid}/environ").read_bytes().decode(errors="replace")
+    assert "OPENSSL-LISTEN" in cmdline and f"key={pki.server_key}" in cmdline  # the proxy, running
+    assert not [line for line in material if line in cmdline or line in environ]
+
+
+def _tls_handshake(port: int, pki: security.Pki, timeout: float):
+    """A TLS client connection as the ops client; raises when the handshake does not finish."""
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.load_cert_chain(str(pki.client("ops").cert), str(pki.client("ops").key))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    except BaseException:
+        raw.close()
+        raise
+
+
+def test_the_proxy_serves_a_bounded_number_of_connections(tls_run, tmp_path):
+    """socat forks one process per connection: at most max_connections at once; the next
+    client waits (its handshake does not start) until one of them ends."""
+    s, _ = tls_run
+    pki = security.Pki(security.tls_dir(s))
+    port = procs.free_port()
+    proxy = procs.start(security.tls_proxy_argv(port, s.kafka_port, pki, max_connections=2),
+                        tmp_path / "capped.log")
+    held = []
+    try:
+        assert procs.wait_until(lambda: procs.port_open(port), 10), procs.tail(tmp_path / "capped.log")
+        held = [_tls_handshake(port, pki, 10) for _ in range(2)]
+        assert procs.wait_until(lambda: len(procs.descendants(proxy.pid)) == 2, 5)
+        with pytest.raises(TimeoutError):
+            held.append(_tls_handshake(port, pki, 2))  # accepted by the kernel, never served
+        assert len(procs.descendants(proxy.pid)) == 2
+        held.pop(0).close()
+        held.append(_tls_handshake(port, pki, 10))  # served once a slot is free
+    finally:
+        for conn in held:
+            conn.close()
+        procs.stop_group(proxy.pid, 5)
 
 
 def test_compose_certs_make_the_broker_keystore_from_the_env_password(tmp_path, monkeypatch, capsys):

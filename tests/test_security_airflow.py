@@ -1,14 +1,12 @@
-"""Airflow with security on: a real ``airflow api-server`` with the environment that
-``chaussettes.security.airflow_env`` adds. The REST API answers nothing without a token,
-a token needs the password written by ``write_airflow_passwords``, and no password shows in
-the environment or in the server's log."""
+"""Airflow with security on, as `make up` runs it: the stack's airflow component (its command,
+environment and preparation) started by the stack manager with CHAUSSETTES_SECURITY_ENABLED.
+The REST API answers nothing without a token, a token needs the password the stack wrote,
+and no password or secret shows in the environment or command line of any of its processes,
+nor in any of its logs."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 from chaussettes import procs, security
 from chaussettes import settings as settings_mod
+from chaussettes.stack import manager
 
 pytestmark = pytest.mark.slow
 
@@ -36,31 +35,24 @@ def _request(url: str, data: dict | None = None, token: str | None = None) -> tu
 
 
 @pytest.fixture(scope="module")
-def secured_airflow(tmp_path_factory):
-    from chaussettes.stack.airflow import airflow_env
-
+def secured_airflow(tmp_path_factory, monkeypatch_module):
+    # The secrets come from the run folder, as on a machine where nobody set them.
+    monkeypatch_module.delenv("CHAUSSETTES_SPARK_AUTH_SECRET", raising=False)
     home = tmp_path_factory.mktemp("airflow-auth")
-    on = {"CHAUSSETTES_SECURITY_ENABLED": "true"}
-    port = procs.free_port()
-    s = settings_mod.load(env=on, home=home, airflow_port=port)
-    sec_env = security.airflow_env(s)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CHAUSSETTES_"))}
-    env.update({**airflow_env(s), **sec_env, "AIRFLOW__API__PORT": str(port)})
-    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    passwords = security.write_airflow_passwords(s, Path(env["AIRFLOW_HOME"]))
-    airflow = str(Path(sys.executable).parent / "airflow")
-    migrate = subprocess.run([airflow, "db", "migrate"], env=env, check=False, capture_output=True,
-                             text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
-    log = home / "api-server.log"
-    proc = procs.start([airflow, "api-server", "--port", str(port), "--workers", "1"], log, env=env)
+    s = settings_mod.load(env={}, home=home, airflow_port=procs.free_port(), security_enabled=True,
+                          kafka_timeout_s=5.0)
+    manager.up(s, only={"airflow"}, echo=lambda _: None)
     try:
-        base = f"http://127.0.0.1:{port}"
-        up = procs.wait_until(lambda: _request(f"{base}/api/v2/monitor/health")[0] == 200, 240, 1.0)
-        assert up, procs.tail(log, 30)
-        yield {"base": base, "passwords": json.loads(passwords.read_text()), "env": env, "log": log}
+        yield {"base": f"http://{s.bind_host}:{s.airflow_port}", "settings": s,
+               "passwords": security.airflow_passwords(s), "pgid": manager.load_state(s)["airflow"].pid}
     finally:
-        procs.stop_group(proc.pid, 10)
+        manager.down(s, echo=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
 
 
 def test_rest_api_requires_a_token(secured_airflow):
@@ -87,8 +79,36 @@ def test_the_ops_user_logs_in_with_its_own_password(secured_airflow):
 
 
 def test_no_password_in_the_environment_or_the_log(secured_airflow):
-    secrets = list(secured_airflow["passwords"].values())
-    assert not any(p in v for p in secrets for v in secured_airflow["env"].values())
-    log = secured_airflow["log"].read_text(errors="replace")
-    assert not any(p in log for p in secrets)
-    assert secured_airflow["env"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
+    """Every process of the running Airflow (the launcher, API server, scheduler, DAG processor,
+    triggerer...): its command line and environment as /proc shows them to `ps e`, and every log
+    it wrote. (Processes that set their title with setproctitle have that memory overwritten;
+    they were started with their parent's environment, which is read.)"""
+    s = secured_airflow["settings"]
+    base = secured_airflow["base"]
+    for user, password in secured_airflow["passwords"].items():  # used: the server read them
+        assert _request(f"{base}/auth/token", {"username": user, "password": password})[0] in (200, 201)
+    secrets = [*secured_airflow["passwords"].values(), security.secret(s, "spark_auth_secret")]
+    pgid = secured_airflow["pgid"]
+    seen: dict[int, tuple[str, str]] = {}
+    for pid in set(procs.group_members(pgid)) | procs.descendants(pgid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        except OSError:  # a short-lived child that ended meanwhile
+            continue
+        seen[pid] = (procs.command_line(pid), environ)
+    commands = " | ".join(command for command, _ in seen.values())
+    assert all(name in commands for name in ("chaussettes.stack.airflow", "api_server", "scheduler",
+                                              "dag-processor", "triggerer")), commands
+    leaks = {pid: command[:60] for pid, (command, environ) in seen.items()
+             if any(x in command or x in environ for x in secrets)}
+    assert leaks == {}
+    # The launcher's environment is what every Airflow process was started with.
+    launcher = seen[pgid][1].split("\0")
+    assert f"AIRFLOW_HOME={s.airflow_home}" in launcher
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False" in launcher
+    stack_log = Path(manager.load_state(s)["airflow"].log)
+    assert "api-server" in stack_log.read_text(errors="replace")  # standalone's own output
+    logs = [stack_log, *(p for p in (s.airflow_home / "logs").rglob("*") if p.is_file())]
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert not any(x in text for x in secrets), path

@@ -429,3 +429,56 @@ def test_checkpoint_beyond_an_emptied_topic_fails_clearly_or_restarts_from_its_s
         assert keys == sorted(f"k{i}" for i in range(100, 108))
     finally:
         broker.stop()
+
+
+def _create_topic(servers: str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
+    """Create the topic, retrying while the broker still finishes deleting one of that name."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": servers})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(10)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_a_topic_created_again_past_the_checkpoint_fails_clearly_or_restarts_from_its_start(
+        kspark, broker, tmp_path):
+    """A topic deleted and created again that has already grown past the checkpointed offsets
+    (20 per partition; the new one holds 50): no offset is out of range, only the topic's id
+    tells. Default: the query fails saying so; failOnDataLoss=false reads all the new data once."""
+    from chaussettes.spark_kafka.reader import TOPIC_IDS_KEY, from_json, with_topic_ids
+    from confluent_kafka.admin import AdminClient
+
+    servers, topic, ckpt = broker.bootstrap_servers, f"recreated-{time.monotonic_ns()}", tmp_path / "ckpt"
+    _create_topic(servers, topic, 2)
+    produce(servers, topic, 40, partitions=2)
+    _stream_into_memory(kspark, servers, topic, ckpt, "before_recreate")
+    assert kspark.table("before_recreate").count() == 40
+
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.delete_topics([topic])[topic].result(10)
+    _create_topic(servers, topic, 2)
+    produce(servers, topic, 100, start=1000, partitions=2)
+
+    df = (kspark.readStream.format("kafka")
+          .options(**read_opts(servers, topic, startingOffsets="earliest")).load())
+    q = (df.writeStream.format("noop").option("checkpointLocation", str(ckpt))
+         .trigger(availableNow=True).start())
+    with pytest.raises(Exception) as failure:
+        q.awaitTermination(120)
+    message = str(failure.value)
+    assert f"topic {topic} was deleted and created again" in message
+    assert "emptied or recreated" in message and "failOnDataLoss=false" in message
+
+    _stream_into_memory(kspark, servers, topic, ckpt, "after_recreate", failOnDataLoss="false")
+    keys = sorted(r.k for r in kspark.sql("SELECT CAST(key AS STRING) k FROM after_recreate").collect())
+    assert keys == sorted(f"k{i}" for i in range(1000, 1100))  # every new record, once
+    # The offsets keep the JVM connector's layout beside the ids.
+    doc = with_topic_ids({topic: {"0": 5}}, {topic: "id"})
+    assert doc[TOPIC_IDS_KEY] == {topic: "id"} and from_json(doc) == {(topic, 0): 5}

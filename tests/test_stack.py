@@ -36,6 +36,16 @@ def cli(env, *args, timeout=300):
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def stack_listeners(conf) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of the listening sockets of every process the stack runs: each
+    component's process group and descendants (Airflow's workers, Spark's executors)."""
+    pids: set[int] = set()
+    for running in manager.load_state(conf).values():
+        if running.pid:
+            pids |= set(procs.group_members(running.pid)) | procs.descendants(running.pid)
+    return procs.listening_sockets(pids)
+
+
 @pytest.fixture
 def stack(tmp_path):
     env = stack_env(tmp_path / "home")
@@ -58,6 +68,19 @@ def test_up_status_down_leaves_nothing(stack):
     assert counts[conf.topic_alerts] == conf.alerts_partitions
     assert "admin" in json.loads(
         (conf.airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
+
+    # Every listener of every process the stack started is on the bind host (loopback by
+    # default): none on a wildcard address, none on the machine's other interfaces.
+    listeners = stack_listeners(conf)
+    ports = {port for _, _, port in listeners}
+    assert {conf.kafka_port, conf.spark_master_port, conf.spark_master_webui_port,
+            conf.spark_worker_webui_port, conf.airflow_port} <= ports, listeners
+    elsewhere = [f"pid {pid} ({procs.command_line(pid)[:80]}) on {addr}:{port}"
+                 for pid, addr, port in listeners if addr != "127.0.0.1"]
+    assert elsewhere == [], "\n".join(elsewhere)
+    master = procs.group_members(manager.load_state(conf)["spark-master"].pid)
+    assert {port for pid, _, port in listeners if pid in master} == {
+        conf.spark_master_port, conf.spark_master_webui_port}  # no REST submission server (6066)
 
     status = cli(stack, "stack", "status")
     lines = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}
@@ -110,6 +133,25 @@ def test_unhealthy_component_is_stopped_and_its_log_shown(tmp_path):
     assert "listening soon..." in str(err.value)
     assert manager.load_state(conf) == {}
     assert not procs.wait_until(lambda: bool(_python_sleepers(tmp_path)), 0.5)
+
+
+def test_down_never_signals_a_group_that_is_not_the_stacks_any_more(tmp_path):
+    """stack.json from before a reboot names pids that may now be other programs': `down`
+    leaves them alone (and does not wait for their ports)."""
+    conf = settings_mod.load(env={}, home=tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                             start_new_session=True)
+    try:
+        record = manager.Running("kafka", other.pid, [conf.kafka_port], str(tmp_path / "k.log"), 0.0,
+                                 procs.start_ticks(other.pid), "an-earlier-boot")
+        manager._save_state(conf, {"kafka": record})
+        assert not manager.load_state(conf)["kafka"].alive
+        manager.down(conf, echo=lambda _: None)
+        assert other.poll() is None, "down killed another program"
+        assert manager.load_state(conf) == {}
+    finally:
+        other.kill()
+        other.wait(5)
 
 
 def _python_sleepers(tmp_path):

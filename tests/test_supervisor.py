@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from chaussettes import procs, sparkconf
+from chaussettes import atomicfile, procs, sparkconf
 from chaussettes import settings as settings_mod
 from chaussettes import supervisor as sv
 from chaussettes.schemas import STATUS_KEYS
@@ -206,7 +206,7 @@ def test_stalled_detector_is_detected_and_restarted(conf, standin, cleanup):
     assert "records wait" in h.reason
     old = s.pid_info()["pid"]
     new = s.restart(h.reason)
-    assert new["pid"] != old and not sv._proc_start_ticks(old)
+    assert new["pid"] != old and not procs.start_ticks(old)
 
 
 def test_failed_status_is_dead(conf, standin, cleanup):
@@ -234,6 +234,46 @@ def test_stop_takes_the_whole_process_group(conf, standin, cleanup):
     wait_for(lambda: len(procs.group_members(info["pgid"])) >= 2)
     assert s.stop()
     assert procs.group_members(info["pgid"]) == [] and not s.running()
+
+
+def test_a_saved_group_that_is_not_the_detectors_any_more_is_never_signalled(conf, standin, cleanup):
+    """After a reboot (or once pids wrapped) the saved id can be another program's: stop,
+    restart and start must leave it alone."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                             start_new_session=True)
+    try:
+        s = make_sup(conf, standin)
+        cleanup(s)
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        ticks = procs.start_ticks(other.pid)
+        records = [
+            {"start_ticks": ticks, "boot_id": "an-earlier-boot"},  # same pid and time, other boot
+            {"start_ticks": ticks - 1, "boot_id": procs.boot_id()},  # this boot, pid reused
+        ]
+        for record in records:
+            atomicfile.write_json(s.pid_path, {"pid": other.pid, "pgid": other.pid, **record})
+            assert not s.running()
+            assert s.stop() is True and not s.pid_path.exists()
+            assert other.poll() is None, f"{record} killed another program's group"
+        atomicfile.write_json(s.pid_path, {"pid": other.pid, "pgid": other.pid, **records[1]})
+        started = s.restart("the saved pid is someone else's")
+        assert other.poll() is None and started["pid"] != other.pid
+        assert s.events()[0]["note"].startswith(f"process group {other.pid} is not the detector's")
+    finally:
+        other.kill()
+        other.wait(5)
+
+
+def test_children_left_by_a_dead_detector_are_stopped_before_a_restart(conf, standin, cleanup):
+    s = make_sup(conf, standin, "--child")
+    cleanup(s)
+    first = s.start()
+    members = wait_for(lambda: (m := procs.group_members(first["pgid"])) and len(m) >= 2 and m)
+    os.kill(first["pid"], signal.SIGKILL)  # the main process only: its child lives on in the group
+    wait_for(lambda: procs.start_ticks(first["pid"]) is None)
+    assert procs.group_members(first["pgid"]) == [p for p in members if p != first["pid"]]
+    s.restart("main process killed")
+    assert procs.group_members(first["pgid"]) == []
 
 
 def test_cli_check_and_bad_input(conf):

@@ -3,9 +3,11 @@
 # broker's loopback-only PLAINTEXT listener: create the topics, one SCRAM-SHA-512 user per
 # component, and the ACLs that let each component do its job and nothing more.
 # Idempotent: rerunning it updates passwords and leaves topics as they are.
+# No password on a command line (`ps` shows those to every user): each goes through a 0600
+# file given to kafka-configs.sh --add-config-file, removed on exit.
 set -euo pipefail
 BS=127.0.0.1:29092
-BIN=/opt/kafka/bin
+BIN="${KAFKA_BIN:-/opt/kafka/bin}"
 : "${TOPIC_LOGS:?}" "${TOPIC_ALERTS:?}" "${LOGS_PARTITIONS:?}" "${ALERTS_PARTITIONS:?}"
 
 "$BIN/kafka-topics.sh" --bootstrap-server "$BS" --create --if-not-exists \
@@ -13,13 +15,23 @@ BIN=/opt/kafka/bin
 "$BIN/kafka-topics.sh" --bootstrap-server "$BS" --create --if-not-exists \
   --topic "$TOPIC_ALERTS" --partitions "$ALERTS_PARTITIONS" --replication-factor 1
 
+umask 077
+credentials="$(mktemp)"
+trap 'rm -f "$credentials"' EXIT
 for user in generator detector calibration ops airflow; do
   var="KAFKA_$(echo "$user" | tr a-z A-Z)_PASSWORD"
-  password="${!var:?$var is not set (make env)}"
+  password="${!var:?$var is not set (python3 docker/gen_env.py)}"
+  if [[ "$password" == *CHANGE_ME* ]]; then
+    echo "kafka-init: $var holds the CHANGE_ME placeholder: run python3 docker/gen_env.py" >&2
+    exit 64
+  fi
+  # A properties file: the value is taken as is (no [] as on --add-config).
+  printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "$password" > "$credentials"
   "$BIN/kafka-configs.sh" --bootstrap-server "$BS" --alter --entity-type users \
-    --entity-name "$user" --add-config "SCRAM-SHA-512=[iterations=8192,password=${password}]" >/dev/null
+    --entity-name "$user" --add-config-file "$credentials" >/dev/null
   echo "kafka-init: SCRAM-SHA-512 user $user"
 done
+rm -f "$credentials"
 
 acl() { "$BIN/kafka-acls.sh" --bootstrap-server "$BS" --add --force "$@" >/dev/null; }
 acl --allow-principal User:generator --operation Write --operation Describe --topic "$TOPIC_LOGS"

@@ -20,11 +20,12 @@ def broker_binary() -> str:
 
 
 def broker_argv(listen_port: int, advertised_port: int | None = None,
-                storage: str | None = None) -> list[str]:
+                storage: str | None = None, host: str = "127.0.0.1") -> list[str]:
+    # Tansu's own default listener is tcp://0.0.0.0:9092: always name the host.
     argv = [
         broker_binary(), "broker",
-        "--listener-url", f"tcp://127.0.0.1:{listen_port}",
-        "--advertised-listener-url", f"tcp://127.0.0.1:{advertised_port or listen_port}",
+        "--listener-url", f"tcp://{host}:{listen_port}",
+        "--advertised-listener-url", f"tcp://{host}:{advertised_port or listen_port}",
     ]
     if storage:
         argv += ["--storage-engine", storage]

@@ -77,6 +77,39 @@ def stat_fields(pid: int) -> list[str] | None:
         return None
 
 
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None when gone or a zombie): with
+    the boot id, what tells a process apart from a later one that got the same pid."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def boot_id() -> str:
+    """This boot's random id (a pid or a start time from another boot means nothing now)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def owns_group(pgid: int, leader_start_ticks: int | None, boot: str | None) -> bool:
+    """True when process group ``pgid`` is still the one whose leader started at
+    ``leader_start_ticks`` during boot ``boot``: signalling it reaches what we started.
+
+    After a reboot (another boot id) the id may be any program's. In the same boot a live
+    leader must have the recorded start time (else its pid was reused); a dead leader's group
+    id cannot be handed out again while members of the group live, so they are ours. With no
+    boot recorded (an older record) only a live leader with the recorded start time counts."""
+    if leader_start_ticks is None or (boot is not None and boot != boot_id()):
+        return False
+    ticks = start_ticks(pgid)
+    if ticks is not None:
+        return ticks == leader_start_ticks
+    return boot is not None and bool(group_members(pgid))
+
+
 def _not_zombie(pid: int) -> bool:
     fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z"
@@ -92,6 +125,69 @@ def _all_stats() -> Iterator[tuple[int, list[str]]]:
 def group_members(pgid: int) -> list[int]:
     """PIDs whose process group is pgid (from /proc), zombies excluded."""
     return [pid for pid, fields in _all_stats() if fields[0] != "Z" and int(fields[2]) == pgid]
+
+
+def descendants(root: int) -> set[int]:
+    """PIDs of the live descendants of ``root`` (not root itself), from /proc."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in _all_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def command_line(pid: int) -> str:
+    """The process's command line as ``ps`` shows it to any user ('' when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _socket_address(hex_addr: str) -> tuple[str, int]:
+    """'0100007F:1F90' (/proc/net/tcp, host byte order per 32-bit word) -> ('127.0.0.1', 8080);
+    an IPv4-mapped IPv6 address (a JVM's dual-stack socket) as its IPv4 address."""
+    addr, port = hex_addr.split(":")
+    raw = b"".join(int(addr[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(addr), 8))
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped (a JVM's dual-stack socket)
+        raw = raw[12:]
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, raw), int(port, 16)
+
+
+def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every TCP socket in LISTEN state that one of ``pids`` holds,
+    IPv4 and IPv6 (an address of 0.0.0.0 or :: listens on every interface)."""
+    listening: dict[str, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[3] == "0A":  # TCP_LISTEN
+                listening[cols[9]] = _socket_address(cols[1])
+    found = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and (inode := target[8:-1]) in listening:
+                found.add((pid, *listening[inode]))
+    return sorted(found)
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -131,14 +227,14 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def first_busy(ports: Iterable[int]) -> int | None:
+def first_busy(ports: Iterable[int], host: str = "127.0.0.1") -> int | None:
     for port in ports:
-        if port_open(port):
+        if port_open(port, host):
             return port
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
             except OSError:
                 return port
     return None

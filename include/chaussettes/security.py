@@ -3,7 +3,7 @@
 What is protected and how (the README "Security" section says the same for users):
 
 - **Kafka, locally**: Tansu speaks plaintext only. With security on, the broker listens on
-  ``127.0.0.1:<kafka_port>`` (loopback, not advertised) and advertises the TLS port
+  ``<bind_host>:<kafka_port>`` (loopback by default, not advertised) and advertises the TLS port
   ``<kafka_tls_port>``, where a TLS-terminating proxy (``socat``) requires a client
   certificate signed by the platform's CA (mutual TLS). Every client (generator, detector,
   calibration, operations page, Airflow) gets its own certificate; all of them are made by
@@ -285,12 +285,16 @@ def socat_binary() -> str:
 
 
 def tls_proxy_argv(listen_port: int, target_port: int, pki: Pki, *,
-                   bind: str = "127.0.0.1", target_host: str = "127.0.0.1") -> list[str]:
+                   bind: str = "127.0.0.1", target_host: str = "127.0.0.1",
+                   max_connections: int = 128) -> list[str]:
     """socat: accept TLS 1.2+ on ``bind:listen_port``, require a client certificate signed
     by the CA (``verify=1``), forward the bytes to the broker's plaintext port. ``fork``: one
-    process per connection, so clients never wait on one another."""
+    process per connection, so clients never wait on one another; ``max-children``: at most
+    ``max_connections`` of them, further clients wait in the listen queue (no process or
+    memory exhaustion from a flood of connections, even unauthenticated ones)."""
     listen = ",".join([
         f"OPENSSL-LISTEN:{listen_port}", f"bind={bind}", "reuseaddr", "fork",
+        f"max-children={max_connections}",
         f"cert={pki.server_cert}", f"key={pki.server_key}", f"cafile={pki.ca_cert}",
         "verify=1", "openssl-min-proto-version=TLS1.2",
     ])
@@ -299,6 +303,11 @@ def tls_proxy_argv(listen_port: int, target_port: int, pki: Pki, *,
 
 
 # ---------------------------------------------------------------- client settings
+def server_hosts(settings: Settings) -> tuple[str, ...]:
+    """Names the local broker's certificate must cover: the bind host, then the defaults."""
+    return tuple(dict.fromkeys((settings.bind_host, *SERVER_HOSTS)))
+
+
 def client_security(settings: Settings, component: str) -> dict[str, str]:
     """The ``kafka_*`` overrides (for ``settings.replace``) of one component with mutual TLS."""
     pki = Pki(tls_dir(settings))
@@ -315,7 +324,7 @@ def secured_settings(settings: Settings, component: str) -> Settings:
     """Settings for ``component`` talking to the local broker through the TLS proxy."""
     if component not in COMPONENTS:
         raise SecurityError(f"unknown component {component!r}: expected one of {', '.join(COMPONENTS)}")
-    return settings.replace(bootstrap_servers=f"127.0.0.1:{settings.kafka_tls_port}",
+    return settings.replace(bootstrap_servers=f"{settings.bind_host}:{settings.kafka_tls_port}",
                             **client_security(settings, component))
 
 
@@ -328,9 +337,12 @@ def client_env(settings: Settings, component: str) -> dict[str, str]:
 
 
 def _tls_env(s: Settings) -> dict[str, str]:
+    # Mutual TLS needs no SASL field; leaving them out keeps a SASL password of the caller's
+    # environment out of what `security env` prints and of what children are given.
     env = {f"{ENV_PREFIX}BOOTSTRAP_SERVERS": s.bootstrap_servers}
     env.update({k: v for k, v in s.as_env().items() if k.startswith(f"{ENV_PREFIX}KAFKA_")
-                and not k.endswith(("_PORT", "_TIMEOUT_S"))})
+                and not k.endswith(("_PORT", "_TIMEOUT_S", "_MAX_CONNECTIONS"))
+                and not k.startswith(f"{ENV_PREFIX}KAFKA_SASL_")})
     return env
 
 

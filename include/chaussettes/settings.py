@@ -83,7 +83,7 @@ class KafkaSecurity:
 @dataclass(frozen=True)
 class Settings:
     # --- Kafka
-    bootstrap_servers: str = ""  # empty: the local broker, 127.0.0.1:<kafka_port>
+    bootstrap_servers: str = ""  # empty: the local broker, <bind_host>:<kafka_port>
     kafka_port: int = 9092  # the local broker's (plaintext) listener
     kafka_tls_port: int = 9093  # the local TLS proxy, when security is on
     topic_logs: str = "http-logs"
@@ -93,7 +93,7 @@ class Settings:
     kafka_timeout_s: float = 10.0  # how long a client waits for an unreachable broker
     kafka: KafkaSecurity = field(default_factory=KafkaSecurity)
     # --- Spark
-    spark_master: str = ""  # empty: the local standalone master, spark://127.0.0.1:<spark_master_port>
+    spark_master: str = ""  # empty: the local standalone master, spark://<bind_host>:<spark_master_port>
     spark_master_port: int = 7077
     spark_master_webui_port: int = 8090  # 8080 is Airflow's
     spark_worker_webui_port: int = 8091
@@ -126,6 +126,11 @@ class Settings:
     security_enabled: bool = False  # mutual-TLS proxy in front of the broker, Spark secret, Airflow login
     durable_storage: bool = False  # the local broker on s3:// (a local SeaweedFS) instead of memory
     s3_port: int = 8333  # SeaweedFS S3 endpoint; its master/volume/filer/admin use the next 4 ports
+    # --- hardening: where the local stack listens, the TLS proxy's cap, the supervised command
+    bind_host: str = "127.0.0.1"  # every listener `make up` starts binds here; local clients connect here
+    kafka_tls_max_connections: int = 128  # the TLS proxy's concurrent connections (one process each)
+    detector_command: str = ""  # the supervised detector's command line instead of spark-submit
+    # jobs/stream_detector.py (stand-ins in tests); from the environment only, never from a DAG run
     # --- the stack's default generator (`make up`)
     generator_rate: float = 200.0  # lines/s; 0 leaves the generator out of the stack
     generator_args: str = ""  # extra generator flags, e.g. "--scenario incidents.yaml"
@@ -145,12 +150,12 @@ class Settings:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
         if not self.bootstrap_servers.strip():
-            object.__setattr__(self, "bootstrap_servers", f"127.0.0.1:{self.kafka_port}")
+            object.__setattr__(self, "bootstrap_servers", f"{self.bind_host}:{self.kafka_port}")
         if not self.spark_master.strip():
-            object.__setattr__(self, "spark_master", f"spark://127.0.0.1:{self.spark_master_port}")
+            object.__setattr__(self, "spark_master", f"spark://{self.bind_host}:{self.spark_master_port}")
         self.kafka.validate()
         for name in ("logs_partitions", "alerts_partitions", "spark_worker_cores", "detector_shards",
-                     "window_counts_partitions"):
+                     "window_counts_partitions", "kafka_tls_max_connections"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be at least 1")
 

@@ -42,6 +42,14 @@ def submit_conf() -> list[str]:
     return [arg for key, value in JVM_CONF.items() for arg in ("--conf", f"{key}={value}")]
 
 
+def local_ip_env(settings: Settings) -> dict[str, str]:
+    """Where every Spark process binds. Without SPARK_LOCAL_IP the web UIs (master, worker and
+    each driver's: kill links, no login, query plans with client IPs) listen on every interface
+    and a driver's RPC on the machine's address. For the stack's daemons and every spark-submit
+    (the supervisor's, Airflow's), and a session started from Python (``build_session``)."""
+    return {"SPARK_LOCAL_IP": settings.bind_host}
+
+
 def ensure_python_env() -> None:
     """Point Spark's Python workers at this interpreter unless told otherwise."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -52,6 +60,8 @@ def build_session(app_name: str, settings: Settings, master: str | None = None,
                   extra: Mapping[str, str] | None = None):
     """A SparkSession with the shared configuration (master None: spark-submit's)."""
     ensure_python_env()
+    for key, value in local_ip_env(settings).items():  # the JVM started below reads it
+        os.environ.setdefault(key, value)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)

@@ -3,7 +3,9 @@
 The detector runs detached (its own session and process group, output to a log file), so
 it outlives the Airflow task that started it. Files, under ``<run_dir>/detector/``::
 
-    detector.pid.json   pid, process group, start time, argv, checkpoint of the running job
+    detector.pid.json   pid, process group, start time (ticks since boot + boot id), argv,
+                        checkpoint of the running job: a group is only signalled while it is
+                        still that job's (``procs.owns_group``), never another program's
     detector.log        its stdout and stderr (appended across restarts)
     supervisor.json     restart history and backoff state (kept across tasks and processes)
     events.jsonl        one line per start / stop / restart, with the reason
@@ -39,6 +41,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -52,6 +55,7 @@ HEALTHY, STARTING, STALLED, DEAD = "healthy", "starting", "stalled", "dead"
 STATES = (HEALTHY, STARTING, STALLED, DEAD)
 
 DEFAULT_TRIGGER = "10s"
+DEFAULT_CHECKPOINT = "detector"  # the folder under settings.checkpoint_dir
 DEFAULT_STALL_AFTER_S = 180.0
 DEFAULT_STARTUP_GRACE_S = 180.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -90,14 +94,6 @@ def parse_time(value: Any) -> float | None:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     return t.timestamp()
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
-    fields = procs.stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
 
 
 def total_lag(status: dict | None, latest_offsets: dict | None = None) -> int | None:
@@ -246,7 +242,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
-            self.checkpoint = Path(self.settings.checkpoint_dir) / "detector"
+            self.checkpoint = Path(self.settings.checkpoint_dir) / DEFAULT_CHECKPOINT
         self.checkpoint = Path(self.checkpoint)
 
     # ---- paths
@@ -286,6 +282,9 @@ class Supervisor:
     def detector_argv(self) -> list[str]:
         if self.argv:
             return list(self.argv)
+        command = getattr(self.settings, "detector_command", "")
+        if command:  # CHAUSSETTES_DETECTOR_COMMAND: the environment's choice, never a run's
+            return shlex.split(command)
         repo = Path(__file__).resolve().parents[2]
         spark_submit = Path(sys.executable).with_name("spark-submit")
         master = self.master or self.settings.spark_master
@@ -311,6 +310,7 @@ class Supervisor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Spark must find this venv's tools whatever PATH Airflow was started with.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update(sparkconf.local_ip_env(self.settings))  # its driver's UI and RPC: bind host only
         # Security on: the detector's own client certificate and the Spark secret.
         env.update(security.client_env(self.settings, "detector"))
         env.update(security.spark_env(self.settings))
@@ -338,8 +338,16 @@ class Supervisor:
             return False
         pid = info["pid"]
         procs.reap(pid)
-        ticks = _proc_start_ticks(pid)
-        return ticks is not None and ticks == info.get("start_ticks", ticks)
+        ticks = procs.start_ticks(pid)
+        same_boot = info.get("boot_id") in (None, procs.boot_id())
+        return ticks is not None and same_boot and ticks == info.get("start_ticks", ticks)
+
+    @staticmethod
+    def _ours(info: dict) -> bool:
+        """The pid file's process group is still the detector started from it, not a program
+        that got its id since (after a reboot, or once pids wrapped around)."""
+        pgid = int(info.get("pgid") or info["pid"])
+        return procs.owns_group(pgid, info.get("start_ticks"), info.get("boot_id"))
 
     def running(self) -> bool:
         """A detector is running on this checkpoint (its main process lives, or the lock is held)."""
@@ -383,7 +391,8 @@ class Supervisor:
             os.close(lock_fd)  # the child keeps its inherited copy (and so the lock)
         started = _now()
         info = {
-            "pid": proc.pid, "pgid": proc.pid, "start_ticks": _proc_start_ticks(proc.pid),
+            "pid": proc.pid, "pgid": proc.pid, "start_ticks": procs.start_ticks(proc.pid),
+            "boot_id": procs.boot_id(),
             "started_at": started, "started_at_iso": _iso(started), "argv": argv,
             "checkpoint": str(self.checkpoint), "log": str(self.log_path), "reason": reason,
         }
@@ -410,6 +419,14 @@ class Supervisor:
         if not info:
             return True
         pgid = int(info.get("pgid") or info["pid"])
+        if not self._ours(info):
+            # Nothing of ours is left under that id: signalling it could kill another program.
+            procs.reap(pgid)
+            foreign = procs.alive(pgid) or bool(procs.group_members(pgid))
+            note = {"note": f"process group {pgid} is not the detector's any more: not signalled"}
+            self._event("stop", reason=reason, pid=info.get("pid"), clean=True, **(note if foreign else {}))
+            self.pid_path.unlink(missing_ok=True)
+            return True
         ok = procs.stop_group(pgid, self.stop_timeout_s if timeout_s is None else timeout_s)
         self._event("stop", reason=reason, pid=info.get("pid"), clean=ok)
         with contextlib.suppress(FileNotFoundError):
@@ -420,7 +437,7 @@ class Supervisor:
     def _kill_leftovers(self, info: dict | None) -> None:
         # The main process is gone but children of the old group may live on (a Python driver
         # whose JVM was killed): they would still write to the checkpoint.
-        if info and info.get("pgid") and procs.group_members(int(info["pgid"])):
+        if info and info.get("pgid") and self._ours(info) and procs.group_members(int(info["pgid"])):
             procs.stop_group(int(info["pgid"]), 5.0)
 
     # ---- health

@@ -36,7 +36,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaussettes import artifacts, sparkparse
+from chaussettes import artifacts, durations, sparkparse
 from chaussettes import thresholds as thresholds_mod
 from chaussettes.detector import ingest as ingest_mod
 from chaussettes.detector.source import read_source
@@ -105,16 +105,7 @@ class CheckpointError(RuntimeError):
 
 def trigger_seconds(text: str) -> float | None:
     """Seconds of a '10s' / '500ms' / '2m' trigger, None for available-now."""
-    t = text.strip().lower()
-    if t in ("available-now", "availablenow", "once"):
-        return None
-    for suffix, factor in (("ms", 0.001), ("s", 1), ("m", 60)):
-        if t.endswith(suffix) and t[: -len(suffix)].replace(".", "", 1).isdigit():
-            value = float(t[: -len(suffix)]) * factor
-            if value <= 0:
-                break
-            return value
-    raise ValueError(f"--trigger {text!r}: expected a duration like 10s, 500ms, 1m, or available-now")
+    return durations.trigger_seconds(text)
 
 
 def check_checkpoint(checkpoint: Path) -> None:

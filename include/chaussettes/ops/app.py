@@ -1,7 +1,9 @@
 """The operations page as a FastAPI app, mounted by the Airflow plugin under ``/chaussettes``.
 
-Routes (all behind Airflow's authentication: the UI's ``_token`` cookie or a Bearer token
-from ``POST /auth/token``)::
+Routes (all behind Airflow's authentication — the UI's ``_token`` cookie or a Bearer token
+from ``POST /auth/token`` — and for a role that can read DAGs: the page shows client IPs,
+which a login alone does not entitle anyone to; no ``/docs``, ``/redoc`` or ``/openapi.json``,
+which FastAPI serves outside the app's dependencies and with scripts from a CDN)::
 
     GET /chaussettes/                          the page (HTML; fills itself from the API)
     GET /chaussettes/api/health                detector health from its status file
@@ -57,10 +59,16 @@ class _TailCache:
 
 
 def _auth_dependency() -> Callable[..., Any]:
-    # Airflow's own dependency: validates the JWT (cookie or Bearer) with the auth manager.
+    """Airflow's login (``get_user`` validates the JWT, cookie or Bearer, with the auth manager),
+    then the auth manager's own answer to "may this user read DAGs?"."""
+    from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.core_api.security import get_user
 
-    return get_user
+    def can_read_dags(user=Depends(get_user)) -> None:  # noqa: B008 - FastAPI's idiom
+        if not get_auth_manager().is_authorized_dag(method="GET", user=user):
+            raise HTTPException(403, "the operations page needs a role that can read DAGs")
+
+    return can_read_dags
 
 
 def create_app(settings: settings_mod.Settings | None = None,
@@ -82,6 +90,7 @@ def create_app(settings: settings_mod.Settings | None = None,
         title="Chaussettes operations",
         description="Stream health, alerts, error rates and thresholds versions (read-only).",
         dependencies=[Depends(_auth_dependency())],
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -30,42 +30,83 @@ def portable(settings) -> dict[str, Any]:
             for f in PORTABLE_FIELDS}
 
 
+# What a run of the streaming_detector DAG may choose, each checked here and by its Param in
+# the DAG (the form and the REST API refuse anything else with the reason): the command is
+# never a parameter (settings.detector_command, from the environment only), the checkpoint is a
+# folder name under <checkpoint_dir>, the trigger follows chaussettes.durations.
+# (?![\s\S]) ends the string for Python's re and JSON schema's ECMAScript alike ($ would also
+# match before a final newline in Python).
+CHECKPOINT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(?![\s\S])"
+LOCAL_MASTER_PATTERN = r"^(?:local\[[1-9]\])?(?![\s\S])"  # empty: the stack's master (settings)
+MAX_OFFSETS_PER_TRIGGER_MAX = 10_000_000
+
+
+def refuse_unknown(params: dict[str, Any], known) -> None:
+    """A run conf may carry keys the DAG does not declare (Airflow keeps them as free params):
+    refuse them by name rather than ignore them silently."""
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}: this DAG takes only "
+                         f"{', '.join(sorted(known))}")
+
+
+def checkpoint_path(settings, name: str):
+    """``<checkpoint_dir>/<name>``; a name only, never a path (no way out of CHAUSSETTES_HOME)."""
+    import re
+
+    if not isinstance(name, str) or not re.search(CHECKPOINT_NAME_PATTERN, name):
+        raise ValueError(f"checkpoint {name!r}: expected a folder name (letters, digits, _ and -, "
+                         f"at most 64) under {settings.checkpoint_dir}")
+    return settings.checkpoint_dir / name
+
+
 def supervisor_options(settings, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything ``build_supervisor`` needs, JSON-able (from the DAG's params)."""
+    """Everything ``build_supervisor`` needs, JSON-able (from the DAG's params, checked)."""
+    from chaussettes.supervisor import DEFAULT_CHECKPOINT, DEFAULT_TRIGGER
+
     p = dict(params or {})
-    return {
+    options = {
         "settings": portable(settings),
         "master": p.get("spark_master") or None,
-        "trigger": p.get("trigger") or "10s",
+        "trigger": p.get("trigger", DEFAULT_TRIGGER),
         "stall_after_s": float(p.get("stall_after_s") or 180),
         "startup_grace_s": float(p.get("startup_grace_s") or 180),
-        "checkpoint": p.get("checkpoint") or None,
-        "argv": _argv(p.get("detector_command")),
-        "extra_args": list(p.get("detector_args") or []),
+        "checkpoint": p.get("checkpoint", DEFAULT_CHECKPOINT),
+        "max_offsets_per_trigger": p.get("max_offsets_per_trigger"),
     }
-
-
-def _argv(value: Any) -> list[str] | None:
-    if not value:
-        return None
-    if isinstance(value, str):
-        import shlex
-
-        return shlex.split(value)
-    return [str(v) for v in value]
+    build_supervisor(options)  # the same checks as every later task: fail the first one
+    return options
 
 
 def build_supervisor(options: dict[str, Any]):
-    from chaussettes.supervisor import Supervisor
+    """The Supervisor of these options; ValueError (one line) for anything outside the closed set."""
+    import re
+
+    from chaussettes.durations import trigger_seconds
+    from chaussettes.supervisor import DEFAULT_CHECKPOINT, DEFAULT_TRIGGER, Supervisor
 
     o = dict(options)
+    settings = load_settings(o.get("settings"))
+    master = o.get("master") or ""
+    if not isinstance(master, str) or not re.search(LOCAL_MASTER_PATTERN, master):
+        raise ValueError(f"spark_master {master!r}: expected empty (the stack's master) or local[N]")
+    trigger = o.get("trigger", DEFAULT_TRIGGER)
+    trigger_seconds(trigger)
+    extra_args: list[str] = []
+    limit = o.get("max_offsets_per_trigger")
+    if isinstance(limit, float) and limit.is_integer():  # JSON's 1.0, an integer to jsonschema
+        limit = int(limit)
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_OFFSETS_PER_TRIGGER_MAX:
+            raise ValueError(f"max_offsets_per_trigger {limit!r}: expected a whole number from 1 "
+                             f"to {MAX_OFFSETS_PER_TRIGGER_MAX:,}")
+        extra_args = ["--max-offsets-per-trigger", str(limit)]
     return Supervisor(
-        load_settings(o.get("settings")),
-        checkpoint=o.get("checkpoint") or None,
-        argv=o.get("argv") or None,
-        master=o.get("master") or None,
-        trigger=o.get("trigger") or "10s",
-        extra_args=list(o.get("extra_args") or []),
+        settings,
+        checkpoint=checkpoint_path(settings, o.get("checkpoint", DEFAULT_CHECKPOINT)),
+        master=master or None,
+        trigger=trigger,
+        extra_args=extra_args,
         stall_after_s=float(o.get("stall_after_s") or 180),
         startup_grace_s=float(o.get("startup_grace_s") or 180),
     )

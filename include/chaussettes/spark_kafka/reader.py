@@ -41,6 +41,11 @@ _PARTITION_EOF = -191
 _AUTO_OFFSET_RESET = -140
 # Errors no retry cures: unknown topic/partition (-188, 3), authorization and authentication.
 _PERMANENT = {-190, -188, 3, 29, 30, 31, 58, -169}
+# Beside the JVM connector's {"topic": {"partition": offset}}, a streaming offset keeps each
+# topic's id under a key no topic can have ('@' is not legal in a topic name): a topic deleted
+# and created again gets a new id, even once it has grown past the checkpointed offsets.
+TOPIC_IDS_KEY = "@topic_ids"
+_NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # the zero id: a broker that does not give one
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -145,12 +150,37 @@ class OffsetClient:
         # keeps the connection free for the metadata and offset requests queued behind it.
         self.consumer = Consumer({**cfg.consumer_conf(cfg.group_id), "fetch.wait.max.ms": 5})
         self._checked = False
+        self._admin = None
 
     def close(self) -> None:
         try:
             self.consumer.close()
         except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
             log.debug("closing the offset consumer: %s", exc)
+
+    def topic_ids(self, topics) -> dict[str, str]:
+        """Each topic's id (Kafka gives a topic created again a new one). A topic whose id the
+        broker does not give (an old broker, no Describe right) is left out: never an error."""
+        from confluent_kafka import TopicCollection
+        from confluent_kafka.admin import AdminClient
+
+        if not topics:
+            return {}
+        if self._admin is None:
+            self._admin = AdminClient({**self.cfg.client, "bootstrap.servers": self.cfg.servers,
+                                       "log_level": 3})
+        futures = self._admin.describe_topics(TopicCollection(sorted(topics)),
+                                              request_timeout=self.cfg.timeout_s)
+        ids = {}
+        for topic, future in futures.items():
+            try:
+                topic_id = str(future.result(timeout=self.cfg.timeout_s).topic_id)
+            except Exception as exc:  # noqa: BLE001 - the check is best effort, reads go on
+                log.debug("no id for topic %s: %s", topic, exc)
+                continue
+            if topic_id and topic_id != _NO_TOPIC_ID:
+                ids[topic] = topic_id
+        return ids
 
     def _unreachable(self, exc: Exception | None = None) -> KafkaSourceError:
         why = f" ({exc})" if exc else ""
@@ -275,7 +305,12 @@ def to_json(offsets: dict[tuple[str, int], int]) -> dict:
 
 
 def from_json(doc: dict) -> dict[tuple[str, int], int]:
-    return {(t, int(p)): int(off) for t, parts in (doc or {}).items() for p, off in parts.items()}
+    return {(t, int(p)): int(off) for t, parts in (doc or {}).items() if t != TOPIC_IDS_KEY
+            for p, off in parts.items()}
+
+
+def with_topic_ids(doc: dict, ids: dict[str, str]) -> dict:
+    return {**doc, TOPIC_IDS_KEY: dict(sorted(ids.items()))} if ids else doc
 
 
 def _resolve(client: OffsetClient, spec: o.OffsetSpec, tps, marks, *, exact_time: bool,
@@ -554,7 +589,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         marks = self.client.readable_ends(self.client.watermarks(tps))
         start = _resolve(self.client, self.cfg.starting, tps, marks, exact_time=True,
                          what="startingOffsets")
-        return to_json(start)
+        return with_topic_ids(to_json(start), self.client.topic_ids({t for t, _ in tps}))
 
     def getDefaultReadLimit(self) -> ReadLimit:
         if self.cfg.max_offsets_per_trigger:
@@ -573,6 +608,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self._commit_group(start)
         begin = from_json(start)
         marks = self._marks()
+        ids = self.client.topic_ids({t for t, _ in marks})
         end: dict[tuple[str, int], int] = {}
         for tp, (low, high) in marks.items():
             if self._target is not None:
@@ -593,9 +629,10 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             end[tp] = max(begin[tp], high)
         for tp, pos in begin.items():
             end.setdefault(tp, pos)  # a partition no longer listed keeps its position
+        end.update(self._recreated(start, ids, marks))
         if isinstance(limit, ReadMaxRows):
             end = _rate_limit(begin, end, limit.max_rows)
-        return to_json(end)
+        return with_topic_ids(to_json(end), {**start.get(TOPIC_IDS_KEY, {}), **ids})
 
     def _beyond_end(self, tp: tuple[str, int], position: int, low: int, high: int) -> int:
         """Our checkpointed position is past the partition's end: the topic was emptied or
@@ -619,6 +656,31 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         log.warning("%s; failOnDataLoss=false: continuing from offset %d", what, low)
         self._beyond_since.pop(tp, None)
         return low
+
+    def _recreated(self, start: dict, ids: dict[str, str],
+                   marks: dict[tuple[str, int], tuple[int, int]]) -> dict[tuple[str, int], int]:
+        """A topic deleted and created again since the checkpoint (its id changed): the
+        checkpointed offsets are the old topic's, even where the new one has grown past them.
+
+        The same policy as for an emptied topic (``_beyond_end``), at once since the id is
+        certain: with ``failOnDataLoss=true`` the query fails saying so; with ``false`` each of
+        the topic's partitions goes on from its start. Returns those partitions' end offsets."""
+        before = start.get(TOPIC_IDS_KEY) or {}
+        changed = sorted(t for t, old in before.items() if ids.get(t, old) != old)
+        if not changed:
+            return {}
+        what = "; ".join(f"topic {t} was deleted and created again (its id changed from {before[t]} "
+                         f"to {ids[t]})" for t in changed)
+        if self.cfg.fail_on_data_loss:
+            raise KafkaSourceError(f"{what}: the checkpointed offsets are the old topic's, the topic "
+                                   "was emptied or recreated. Nothing was skipped or re-read: start on "
+                                   "a new checkpoint, or set failOnDataLoss=false to continue from the "
+                                   "partitions' start")
+        log.warning("%s; failOnDataLoss=false: continuing from each partition's start", what)
+        reset = {tp: low for tp, (low, _) in marks.items() if tp[0] in changed}
+        for tp in reset:
+            self._beyond_since.pop(tp, None)
+        return reset
 
     def partitions(self, start: dict, end: dict):
         begin, finish = from_json(start), from_json(end)

@@ -1,4 +1,4 @@
-"""The local broker component: Tansu on 127.0.0.1, topics created once it answers."""
+"""The local broker component: Tansu on ``bind_host`` (127.0.0.1), topics created once it answers."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def component(settings: Settings) -> Component:
         # which also creates the topics once it answers.
         argv=broker_argv(settings.kafka_port,
                          advertised_port=settings.kafka_tls_port if secure else None,
-                         storage=s3.broker_storage() if durable else None),
+                         storage=s3.broker_storage() if durable else None,
+                         host=settings.bind_host),
         env=s3.broker_env(settings) if durable else {},
         ports=[(settings.kafka_port, "CHAUSSETTES_KAFKA_PORT")],
         start_timeout_s=30.0,

@@ -33,12 +33,20 @@ class Running:
     ports: list[int]
     log: str
     started_at: float
+    start_ticks: int | None = None  # the leader's start time and the boot: after a reboot the
+    boot_id: str | None = None  # pid may be another program's (procs.owns_group)
+
+    @property
+    def ours(self) -> bool:
+        """Its process group is still the one `up` started (records without a start time,
+        written before it was kept, are trusted as before)."""
+        return self.start_ticks is None or procs.owns_group(self.pid, self.start_ticks, self.boot_id)
 
     @property
     def alive(self) -> bool:
         if self.pid == 0:  # not ours to run: see Component.argv
             return True
-        return bool(procs.group_members(self.pid)) or procs.alive(self.pid)
+        return self.ours and (bool(procs.group_members(self.pid)) or procs.alive(self.pid))
 
 
 def _state_path(settings: Settings) -> Path:
@@ -57,10 +65,10 @@ def _save_state(settings: Settings, state: dict[str, Running]) -> None:
     atomicfile.write_json(_state_path(settings), {n: r.__dict__ for n, r in state.items()})
 
 
-def _healthy(comp: Component) -> bool:
+def _healthy(comp: Component, host: str) -> bool:
     if comp.healthy is not None:
         return comp.healthy()
-    return all(procs.port_open(port) for port, _ in comp.ports)
+    return all(procs.port_open(port, host) for port, _ in comp.ports)
 
 
 def up(settings: Settings, only: set[str] | None = None,
@@ -72,7 +80,7 @@ def up(settings: Settings, only: set[str] | None = None,
     to_start: list[Component] = []
     for comp in wanted:
         running = state.get(comp.name)
-        if running and running.alive and (comp.argv is not None or _healthy(comp)):
+        if running and running.alive and (comp.argv is not None or _healthy(comp, settings.bind_host)):
             echo(f"{comp.name}: already running" + (f" (pid {running.pid})" if running.pid else ""))
         else:
             to_start.append(comp)
@@ -82,7 +90,7 @@ def up(settings: Settings, only: set[str] | None = None,
 
     for comp in to_start:
         for port, setting in comp.ports:
-            if procs.first_busy([port]) is not None:
+            if procs.first_busy([port], settings.bind_host) is not None:
                 raise StackError(
                     f"port {port} for {comp.name} is already in use; set {setting} to another port"
                 )
@@ -100,14 +108,16 @@ def up(settings: Settings, only: set[str] | None = None,
             env = {**os.environ, **settings.as_env(), **comp.env}
             proc = procs.start(comp.argv, log, env=env, cwd=comp.cwd) if comp.argv else None
             state[comp.name] = Running(comp.name, proc.pid if proc else 0,
-                                       [p for p, _ in comp.ports], str(log), time.time())
+                                       [p for p, _ in comp.ports], str(log), time.time(),
+                                       procs.start_ticks(proc.pid) if proc else None,
+                                       procs.boot_id() if proc else None)
             started.append(comp.name)
             _save_state(settings, state)
 
             def ready(proc=proc, comp=comp) -> bool:
                 if proc is not None and proc.poll() is not None:
                     raise StackError(f"{comp.name} exited with code {proc.returncode}")
-                return _healthy(comp)
+                return _healthy(comp, settings.bind_host)
 
             if not procs.wait_until(ready, comp.start_timeout_s, 0.5):
                 raise StackError(f"{comp.name} did not become healthy within {comp.start_timeout_s:g}s")
@@ -142,6 +152,8 @@ def _stop(comp: Component | None, running: Running) -> bool:
         if comp is not None and comp.stop is not None:
             comp.stop()
         return True
+    if not running.ours:  # its group is gone and the id is another program's now
+        return True
     return procs.stop_group(running.pid)
 
 
@@ -157,7 +169,7 @@ def status(settings: Settings) -> list[tuple[str, str, str]]:
             rows.append((comp.name, "dead", f"pid {running.pid} gone; log {running.log}"))
         else:
             try:
-                health = "healthy" if _healthy(comp) else "unhealthy"
+                health = "healthy" if _healthy(comp, settings.bind_host) else "unhealthy"
             except Exception as exc:  # noqa: BLE001 — a health probe must never break status
                 health = f"unhealthy ({exc})"
             urls = "; ".join(comp.urls)
@@ -174,14 +186,15 @@ def down(settings: Settings, echo: Callable[[str], None] = print) -> None:
     known = {c.name: c for c in all_components(settings)}
     order = list(known) + [n for n in state if n not in known]
     names = sorted(state, key=order.index, reverse=True)
+    ours = [r for r in state.values() if r.ours]  # a port of another program's is not ours to close
     for name in names:
         running = state[name]
         if not _stop(known.get(name), running):
             leftovers.append(f"{name} (pgid {running.pid})")
         else:
             echo(f"{name}: stopped")
-    still_open = [p for r in state.values() for p in r.ports
-                  if procs.wait_until(lambda p=p: not procs.port_open(p), 10) is False]
+    still_open = [p for r in ours for p in r.ports
+                  if procs.wait_until(lambda p=p: not procs.port_open(p, settings.bind_host), 10) is False]
     if leftovers or still_open:
         raise StackError(f"could not stop {', '.join(leftovers) or 'every process'}; "
                          f"ports still open: {still_open or 'none'}")

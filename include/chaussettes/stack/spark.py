@@ -6,7 +6,7 @@ import json
 import urllib.request
 from pathlib import Path
 
-from chaussettes import security
+from chaussettes import security, sparkconf
 from chaussettes.settings import Settings
 from chaussettes.stack.base import Component
 
@@ -20,6 +20,7 @@ def spark_home() -> Path:
 def _spark_env(settings: Settings) -> dict[str, str]:
     run = settings.run_dir / "spark"
     return {
+        **sparkconf.local_ip_env(settings),
         "SPARK_HOME": str(spark_home()),
         "SPARK_LOG_DIR": str(run / "logs"),
         "SPARK_LOCAL_DIRS": str(run / "tmp"),
@@ -30,7 +31,7 @@ def _spark_env(settings: Settings) -> dict[str, str]:
 
 
 def _master_json(settings: Settings) -> dict | None:
-    url = f"http://127.0.0.1:{settings.spark_master_webui_port}/json/"
+    url = f"http://{settings.bind_host}:{settings.spark_master_webui_port}/json/"
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return json.load(resp)
@@ -47,16 +48,18 @@ def master(settings: Settings) -> Component:
     spark_class = str(spark_home() / "bin" / "spark-class")
     return Component(
         name="spark-master",
-        argv=[spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+        argv=[spark_class, "org.apache.spark.deploy.master.Master", "--host", settings.bind_host,
               "--port", str(settings.spark_master_port),
               "--webui-port", str(settings.spark_master_webui_port)],
-        env=_spark_env(settings),
+        # Spark 4 also opens its REST submission server (port 6066, no authentication: any
+        # local user could run code as the platform); nothing here submits through it.
+        env={**_spark_env(settings), "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"},
         ports=[(settings.spark_master_port, "CHAUSSETTES_SPARK_MASTER_PORT"),
                (settings.spark_master_webui_port, "CHAUSSETTES_SPARK_MASTER_WEBUI_PORT")],
         healthy=lambda: (_master_json(settings) or {}).get("status") == "ALIVE",
         start_timeout_s=60.0,
         prepare=lambda: (settings.run_dir / "spark" / "work").mkdir(parents=True, exist_ok=True),
-        urls=[f"{settings.spark_master}  (UI http://127.0.0.1:{settings.spark_master_webui_port}/)"],
+        urls=[f"{settings.spark_master}  (UI http://{settings.bind_host}:{settings.spark_master_webui_port}/)"],
     )
 
 
@@ -65,7 +68,7 @@ def worker(settings: Settings) -> Component:
     return Component(
         name="spark-worker",
         argv=[spark_class, "org.apache.spark.deploy.worker.Worker",
-              f"spark://127.0.0.1:{settings.spark_master_port}", "--host", "127.0.0.1",
+              f"spark://{settings.bind_host}:{settings.spark_master_port}", "--host", settings.bind_host,
               "--cores", str(settings.spark_worker_cores), "--memory", settings.spark_worker_memory,
               "--webui-port", str(settings.spark_worker_webui_port),
               "--work-dir", str(settings.run_dir / "spark" / "work")],
@@ -73,7 +76,7 @@ def worker(settings: Settings) -> Component:
         ports=[(settings.spark_worker_webui_port, "CHAUSSETTES_SPARK_WORKER_WEBUI_PORT")],
         healthy=lambda: alive_workers(settings) >= 1,
         start_timeout_s=60.0,
-        urls=[(f"worker UI http://127.0.0.1:{settings.spark_worker_webui_port}/  "
+        urls=[(f"worker UI http://{settings.bind_host}:{settings.spark_worker_webui_port}/  "
               f"({settings.spark_worker_cores} cores, {settings.spark_worker_memory})")],
     )
 
