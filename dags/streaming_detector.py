@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag, task
 from chaussettes.orchestration.common import DEFAULT_ARGS
+from chaussettes.orchestration.notifier import supervisor_gave_up
 from chaussettes.orchestration.sensors import DetectorHealthSensor
 
 PARAMS = {
@@ -60,7 +61,7 @@ PARAMS = {
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args={**DEFAULT_ARGS, "on_failure_callback": supervisor_gave_up()},
     params=PARAMS,
     tags=["chaussettes", "streaming", "supervisor"],
     doc_md=__doc__,

@@ -13,7 +13,7 @@ BIN=/opt/kafka/bin
 "$BIN/kafka-topics.sh" --bootstrap-server "$BS" --create --if-not-exists \
   --topic "$TOPIC_ALERTS" --partitions "$ALERTS_PARTITIONS" --replication-factor 1
 
-for user in generator detector calibration ops airflow; do
+for user in generator detector calibration ops airflow relay; do
   var="KAFKA_$(echo "$user" | tr a-z A-Z)_PASSWORD"
   password="${!var:?$var is not set (make env)}"
   "$BIN/kafka-configs.sh" --bootstrap-server "$BS" --alter --entity-type users \
@@ -28,10 +28,12 @@ acl --allow-principal User:detector --operation Write --operation Describe --top
 acl --allow-principal User:calibration --operation Read --operation Describe --topic "$TOPIC_LOGS"
 acl --allow-principal User:ops --operation Read --operation Describe --topic "$TOPIC_ALERTS"
 acl --allow-principal User:ops --operation Describe --topic "$TOPIC_LOGS"
+# The Alertmanager relay reads alerts and commits its group's offsets.
+acl --allow-principal User:relay --operation Read --operation Describe --topic "$TOPIC_ALERTS"
 # Airflow watches alerts and submits calibrations that may read the logs topic.
 acl --allow-principal User:airflow --operation Read --operation Describe --topic "$TOPIC_ALERTS"
 acl --allow-principal User:airflow --operation Read --operation Describe --topic "$TOPIC_LOGS"
-for user in detector calibration ops airflow; do
+for user in detector calibration ops airflow relay; do
   acl --allow-principal "User:$user" --operation Read --group chaussettes --resource-pattern-type prefixed
 done
 echo "kafka-init: topics $TOPIC_LOGS x$LOGS_PARTITIONS, $TOPIC_ALERTS x$ALERTS_PARTITIONS; ACLs set"

@@ -31,6 +31,7 @@ class StatusWriter:
         self.topic = topic
         self.processor = None
         self._consumer = None
+        self.observer = lambda doc: None  # sees the document after each write (chaussettes.metrics)
         self.doc: dict = {k: None for k in schemas.STATUS_KEYS}
         self.doc.update({
             "pid": os.getpid(), "started_at": _now(), "source": source, "end_offsets": {},
@@ -44,6 +45,7 @@ class StatusWriter:
             atomicfile.write_json(self.path, self.doc, indent=1, mode=0o600)
         except OSError as exc:  # the status must never stop the stream
             log.warning("cannot write status %s: %s", self.path, exc)
+        self.observer(self.doc)
 
     def starting(self) -> None:
         self.doc["state"] = "running"
