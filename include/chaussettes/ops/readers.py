@@ -481,9 +481,16 @@ def incidents_view(settings, tail: dict, silences: dict, now: dt.datetime | None
     now = now or utcnow()
     events, invalid = [], 0
     for record in tail["alerts"]:
-        try:
-            events.append(parse_event(record))
-        except InvalidRecord:
+        event = record.get("_event")  # the tailer keeps its records: each is parsed once
+        if event is None:
+            try:
+                event = parse_event(record)
+            except InvalidRecord:
+                event = False
+            record["_event"] = event
+        if event:
+            events.append(event)
+        else:
             invalid += 1
     recent = now - dt.timedelta(seconds=RECENT_RESOLVED_S)
     incidents = [i for i in fold_incidents(events, now) if i["state"] == "open" or i["resolved_at"] >= recent]
