@@ -292,6 +292,8 @@ class Relay:
                 if time.monotonic() - last_refresh >= self.refresh_s:
                     last_refresh = time.monotonic()
                     pending = self.tracker.refresh(self.clock()) + pending  # the events' alerts win
+                    if not pending:  # idle: still say whether Alertmanager answers
+                        self.metrics.alertmanager_up.set(int(alertmanager.ready(self.cfg.alertmanager_url)))
                 if pending or positions != committed:
                     try:
                         self.sender.send(collapse(pending), stop)
