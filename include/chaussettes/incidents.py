@@ -35,19 +35,17 @@ class InvalidRecord(ValueError):
 
 
 def parse_time(value: Any) -> dt.datetime | None:
-    """ISO-8601 (``Z`` or an offset; naive = UTC) → aware UTC datetime; None when absent or bad."""
-    if not isinstance(value, str) or not value:
+    """An ISO-8601 string (``Z`` or an offset; naive = UTC) or epoch seconds → aware UTC
+    datetime; None when absent or not a time."""
+    if value is None or value == "" or isinstance(value, bool):
         return None
     try:
-        t = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
+        if isinstance(value, (int, float)):
+            return dt.datetime.fromtimestamp(float(value), dt.UTC)
+        t = dt.datetime.fromisoformat(str(value).strip())  # 3.11 reads "Z"
+    except (ValueError, OverflowError, OSError):
         return None
     return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
-def iso(t: dt.datetime) -> str:
-    """RFC 3339 UTC with a Z (what Alertmanager and the operations page show)."""
-    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def higher(a: str | None, b: str | None) -> str | None:
@@ -104,7 +102,8 @@ def _number(doc: Mapping, name: str, kind=float, required: bool = True):
 
 
 def _time(doc: Mapping, name: str, required: bool = True) -> dt.datetime | None:
-    t = parse_time(doc.get(name))
+    value = doc.get(name)
+    t = parse_time(value) if isinstance(value, str) else None
     if t is None and required:
         raise InvalidRecord(f"{name} is not an ISO-8601 time: {doc.get(name)!r}"[:200])
     return t

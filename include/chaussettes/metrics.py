@@ -16,7 +16,6 @@ The names are listed in README.md (Metrics) and used by ``alerting/rules.yml``.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import threading
@@ -28,6 +27,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from chaussettes.incidents import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,8 @@ def _number(value: Any) -> float | None:
 
 
 def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    t = parse_time(value) if isinstance(value, str) else None
+    return t.timestamp() if t else None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chaussettes import alertmanager, artifacts, procs
-from chaussettes.incidents import InvalidRecord, fold_incidents, parse_event
+from chaussettes.incidents import SEVERITY_RANK, InvalidRecord, fold_incidents, parse_event, parse_time
 from chaussettes.schemas import ALERT_COLUMNS, ALERT_KINDS, STATUS_KEYS
 from chaussettes.supervisor import DEFAULT_STALL_AFTER_S
 
@@ -34,8 +34,6 @@ PID_CHECK_AFTER_S = 30.0
 MAX_KAFKA_TIMEOUT_S = 2.0
 TAIL_PER_PARTITION = 5000  # alerts read per partition: the page's newest-first list + last hour
 HOUR_S = 3600.0
-SEVERITY_RANK = {"warning": 1, "major": 2, "critical": 3}
-
 
 # --------------------------------------------------------------------------- time helpers
 
@@ -48,19 +46,6 @@ def iso(t: dt.datetime | None) -> str | None:
     if t is None:
         return None
     return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """An ISO-8601 string (``Z`` or offset; naive = UTC) or epoch seconds → aware UTC datetime."""
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, (int, float)):
-            return dt.datetime.fromtimestamp(float(value), dt.UTC)
-        t = dt.datetime.fromisoformat(str(value).strip())  # 3.11 reads "Z"
-    except (ValueError, OverflowError, OSError):
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def kafka_timeout(settings) -> float:
