@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,9 +99,6 @@ def test_alerting_settings_default_to_the_local_stack_and_are_printed(tmp_path):
     moved = s.load(env={"CHAUSSETTES_ALERTMANAGER_PORT": "19095", "CHAUSSETTES_RELAY_REFRESH_S": "5",
                         "CHAUSSETTES_ALERTMANAGER_URL": "http://am.internal:9093/"})
     assert moved.alertmanager_url == "http://am.internal:9093" and moved.relay_refresh_s == 5.0
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-m", "chaussettes", "settings"], capture_output=True, text=True,
                          env={"CHAUSSETTES_HOME": str(tmp_path), "CHAUSSETTES_ALERTMANAGER_PORT": "19095",
                               "PATH": "/usr/bin:/bin", "PYTHONPATH": str(s.PACKAGE_DIR.parent)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -9,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import incident_samples
 import pytest
+from alerting_helpers import WebhookReceiver
 from chaussettes import procs
 from chaussettes import settings as settings_mod
 from chaussettes.stack import manager
@@ -85,9 +88,6 @@ def test_alertmanager_and_the_relay_are_components_that_deliver(stack, tmp_path)
     """`up --only kafka alertmanager relay`: Debian's Alertmanager with the shipped config (the
     webhook from CHAUSSETTES_ALERT_WEBHOOK_URL), the relay; an incident published on the stack's
     alerts topic reaches the webhook; status lists the metrics endpoint; down leaves nothing."""
-    import incident_samples
-    from alerting_helpers import WebhookReceiver
-
     webhook = WebhookReceiver()
     env = {**stack, "CHAUSSETTES_ALERT_WEBHOOK_URL": webhook.url, "CHAUSSETTES_ALERT_SITE": "stack-test"}
     try:
@@ -98,8 +98,6 @@ def test_alertmanager_and_the_relay_are_components_that_deliver(stack, tmp_path)
         assert f"metrics http://127.0.0.1:{conf.relay_metrics_port}/metrics" in up.stdout
         rendered = (conf.run_dir / "alertmanager" / "alertmanager.yml").read_text()
         assert webhook.url in rendered and "group_by" in rendered
-
-        import datetime as dt
 
         start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=70)
         incident_samples.publish(conf, conf.topic_alerts,

@@ -261,8 +261,8 @@ class Relay:
         from confluent_kafka import KafkaError, TopicPartition
 
         stop = stop or threading.Event()
-        partitions, marks, start = self._open()
         try:
+            partitions, marks, start = self._open()
             log.info("relaying %s (partitions %s, from offsets %s) to %s", self.cfg.topic, partitions,
                      start, self.cfg.alertmanager_url)
             self.rebuild(start, marks, stop)
