@@ -172,6 +172,26 @@ def test_a_silence_made_through_the_api_suppresses_the_notification(relay_settin
     assert held["status"]["state"] == "suppressed" and held["status"]["silencedBy"] == [silence]
 
 
+def test_a_global_incident_inhibits_the_ip_and_url_warnings_under_it(relay_settings, alertmanager_, webhook,
+                                                                     relays):
+    s = relay_settings
+    relays(s, alertmanager_.url).start()
+    start = _now() - dt.timedelta(seconds=70)
+    incident_samples.publish(s, s.topic_alerts, incident_samples.incident("global", "*", start, resolve=False,
+                                                                          severities=("major",)))
+    assert procs.wait_until(lambda: alertmanager_.alerts(kind="global"), 30)
+    incident_samples.publish(s, s.topic_alerts,
+                             incident_samples.incident("ip", "10.2.0.1", start, resolve=False)  # warning
+                             + incident_samples.incident("url", "/down", start, resolve=False,
+                                                         severities=("critical",)))
+    assert webhook.wait_for(lambda w: w.notifications(key="/down") and w.notifications(kind="global"), 30)
+    time.sleep(4)
+    assert webhook.notifications(key="10.2.0.1") == []
+    [muted] = alertmanager_.alerts(key="10.2.0.1")
+    assert muted["status"]["state"] == "suppressed" and muted["status"]["inhibitedBy"]
+    assert muted["status"]["silencedBy"] == []
+
+
 def test_relay_killed_mid_stream_and_restarted_loses_nothing_and_notifies_once(
         relay_settings, alertmanager_, webhook, relays):
     s = relay_settings
@@ -209,8 +229,9 @@ def test_alertmanager_down_for_a_minute_then_everything_is_delivered(relay_setti
     alertmanager_.stop()
     start = _now() - dt.timedelta(seconds=70)
     keys = [f"/api/v{i}" for i in range(10)]
-    for key in keys:
-        incident_samples.publish(s, s.topic_alerts, incident_samples.incident("url", key, start, resolve=False))
+    for key in keys:  # critical: not inhibited by the global alert below
+        incident_samples.publish(s, s.topic_alerts, incident_samples.incident("url", key, start, resolve=False,
+                                                                              severities=("critical",)))
     incident_samples.publish(s, s.topic_alerts, samples.mixed_alerts(3))  # the old shape too
     time.sleep(60)
     assert relay.metric("chaussettes_relay_post_failures_total") >= 3
