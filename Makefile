@@ -24,10 +24,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)  ## create or refresh the virtualenv from the pins
 
-sysdeps:  ## Debian packages the tests use (socat, chromium, docker-compose); installs them as root
+sysdeps:  ## Debian packages the platform and the tests use (scripts/sysdeps.sh); installs them as root
 	@bash scripts/sysdeps.sh
 
-up: $(STAMP)  ## start the local platform (broker, Spark, Airflow, generator, detector)
+up: $(STAMP)  ## start the local platform (broker, Alertmanager, relay, Spark, Airflow, generator, detector)
+	@bash scripts/sysdeps.sh --runtime
 	$(PY) -m chaussettes stack up
 
 down:  ## stop everything `make up` started

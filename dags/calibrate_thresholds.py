@@ -34,6 +34,7 @@ from airflow.sdk import Param, dag, task
 from chaussettes.orchestration.assets import THRESHOLDS
 from chaussettes.orchestration.calibration import LOOKBACK_HOURS
 from chaussettes.orchestration.common import DEFAULT_ARGS
+from chaussettes.orchestration.notifier import calibration_failed
 from chaussettes.orchestration.operators import CalibrationSubmitOperator
 from chaussettes.orchestration.sensors import HistorySensor
 
@@ -88,7 +89,7 @@ PARAMS = {
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args={**DEFAULT_ARGS, "on_failure_callback": calibration_failed()},
     params=PARAMS,
     tags=["chaussettes", "thresholds", "spark"],
     doc_md=__doc__,

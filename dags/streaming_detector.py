@@ -44,6 +44,7 @@ from chaussettes.orchestration.common import (
     LOCAL_MASTER_PATTERN,
     MAX_OFFSETS_PER_TRIGGER_MAX,
 )
+from chaussettes.orchestration.notifier import supervisor_gave_up
 from chaussettes.orchestration.sensors import DetectorHealthSensor
 from chaussettes.supervisor import DEFAULT_CHECKPOINT, DEFAULT_TRIGGER
 
@@ -78,7 +79,7 @@ PARAMS = {
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args={**DEFAULT_ARGS, "on_failure_callback": supervisor_gave_up()},
     params=PARAMS,
     tags=["chaussettes", "streaming", "supervisor"],
     doc_md=__doc__,

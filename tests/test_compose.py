@@ -35,7 +35,8 @@ AIRFLOW = {"airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-d
 # their own non-root user). The detector and the Spark worker share one: its executors write
 # the detector's archive and checkpoints.
 USERS = {"certs": "0:0", "generator": "50002:0", "detector": "50001:0", "spark-worker": "50001:0",
-         "calibration": "50003:0", **{name: "50000:0" for name in AIRFLOW}}
+         "calibration": "50003:0", "relay": "50004:0", "alertmanager": "65534:65534",
+         "prometheus": "65534:65534", **{name: "50000:0" for name in AIRFLOW}}
 # Named volumes per service, "rw" or "ro"; a service not listed mounts none.
 MOUNTS = {
     "certs": {"certs": "rw"},
@@ -45,8 +46,9 @@ MOUNTS = {
     "airflow-init": {"airflow-logs": "rw", "certs": "ro"},
     "airflow-api-server": {"airflow-logs": "rw", "certs": "ro", "chaussettes-run": "ro",
                            "chaussettes-artifacts": "ro"},
+    # the housekeeping DAG deletes past-retention partitions of the data volume
     "airflow-scheduler": {"airflow-logs": "rw", "certs": "ro", "chaussettes-run": "rw",
-                          "chaussettes-artifacts": "rw", "chaussettes-data": "ro"},
+                          "chaussettes-artifacts": "rw", "chaussettes-data": "rw"},
     "airflow-dag-processor": {"airflow-logs": "rw", "certs": "ro"},
     "airflow-triggerer": {"airflow-logs": "rw", "certs": "ro", "chaussettes-run": "ro",
                           "chaussettes-data": "ro"},
@@ -54,6 +56,9 @@ MOUNTS = {
     "detector": {"chaussettes-data": "rw", "chaussettes-checkpoints": "rw", "chaussettes-run": "rw",
                  "chaussettes-artifacts": "ro", "certs": "ro"},
     "calibration": {"chaussettes-data": "ro", "calibration-output": "rw", "certs": "ro"},
+    "relay": {"certs": "ro"},
+    "alertmanager": {"alertmanager-data": "rw"},
+    "prometheus": {"prometheus-data": "rw"},
 }
 # Each secret of .env and the services whose configuration carries its value.
 SECRETS = {
@@ -64,6 +69,7 @@ SECRETS = {
     "KAFKA_CALIBRATION_PASSWORD": {"kafka-init", "calibration"},
     "KAFKA_OPS_PASSWORD": {"kafka-init", "airflow-api-server"},
     "KAFKA_AIRFLOW_PASSWORD": {"kafka-init", "airflow-init", "airflow-scheduler", "airflow-triggerer"},
+    "KAFKA_RELAY_PASSWORD": {"kafka-init", "relay"},
     "POSTGRES_PASSWORD": {"postgres", *AIRFLOW},
     "AIRFLOW_FERNET_KEY": AIRFLOW,
     "AIRFLOW_API_SECRET_KEY": AIRFLOW,
@@ -222,7 +228,7 @@ def test_kafka_is_sasl_ssl_with_scram_and_every_client_uses_it(services):
     assert kafka["KAFKA_SASL_ENABLED_MECHANISMS"] == security.SCRAM_MECHANISM
     assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
     users = set()
-    for name in ("generator", "detector", "calibration", "airflow-api-server", "airflow-scheduler"):
+    for name in ("generator", "detector", "calibration", "airflow-api-server", "airflow-scheduler", "relay"):
         env = services[name]["environment"]
         child = settings_mod.load(env=env)  # the same settings model as the local stack
         conf = child.kafka_client_config()
@@ -281,7 +287,8 @@ def test_each_component_mounts_only_the_volumes_it_needs(services):
     writers = {vol: sorted(n for n, m in got.items() if m.get(vol) == "rw") for vol in
                ("chaussettes-artifacts", "chaussettes-data", "chaussettes-checkpoints")}
     assert writers == {"chaussettes-artifacts": ["airflow-scheduler"],  # the thresholds store
-                       "chaussettes-data": ["detector", "spark-worker"],
+                       # the scheduler: the housekeeping DAG deletes what is past retention
+                       "chaussettes-data": ["airflow-scheduler", "detector", "spark-worker"],
                        "chaussettes-checkpoints": ["detector", "spark-worker"]}
     assert not any(v.startswith(("chaussettes-", "calibration")) for v in got["generator"])
     assert services["generator"]["tmpfs"] == ["/var/lib/chaussettes/run"]  # its heartbeat only
@@ -355,6 +362,77 @@ def test_gen_env_writes_private_random_secrets_and_keeps_an_existing_file(tmp_pa
     bad = subprocess.run([*gen[:2], "--example", str(tmp_path / "missing")], check=False, capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def _binary_version(*argv: str) -> str:
+    out = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+    return re.search(r"version (\d+\.\d+\.\d+)", out.stdout + out.stderr).group(1)
+
+
+def _volume_specs(svc: dict) -> list[tuple[str, str, bool]]:
+    """(source relative to the repo, target, read-only) of a resolved service's volumes."""
+    out = []
+    for vol in svc.get("volumes", []):
+        if isinstance(vol, dict):
+            source, target, ro = vol["source"], vol["target"], bool(vol.get("read_only"))
+        else:
+            source, target, *mode = vol.split(":")
+            ro = mode == ["ro"]
+        out.append((source.replace(str(REPO), "."), target, ro))
+    return out
+
+
+def test_alerting_services_pin_the_versions_checked_here_and_mount_the_shipped_files(services):
+    """prom/alertmanager and prom/prometheus at the versions of the Debian binaries that the
+    tests run the same files with; config mounted read-only; own non-root users; read-only roots."""
+    shipped = "./include/chaussettes/alerting/"
+    am, prom = services["alertmanager"], services["prometheus"]
+    assert am["image"] == f"prom/alertmanager:v{_binary_version('prometheus-alertmanager', '--version')}"
+    assert prom["image"] == f"prom/prometheus:v{_binary_version('prometheus', '--version')}"
+    assert (shipped + "alertmanager.yml", "/etc/alertmanager/alertmanager.yml", True) in _volume_specs(am)
+    assert {(shipped + "prometheus.yml", "/etc/prometheus/prometheus.yml", True),
+            (shipped + "rules.yml", "/etc/prometheus/rules.yml", True)} <= set(_volume_specs(prom))
+    for name in ("alertmanager", "prometheus", "relay"):
+        svc = services[name]
+        assert svc.get("read_only") is True, f"{name}: root filesystem not read-only"
+        assert str(svc.get("user", "airflow")).split(":")[0] not in ("0", "root"), name
+        for source, target, ro in _volume_specs(svc):
+            if source.startswith(".") or source == "certs":
+                assert ro, f"{name}: {source} mounted writable at {target}"
+    assert "--cluster.listen-address=" in am["command"]
+
+
+def test_the_relay_holds_only_its_own_secret_and_reaches_alertmanager(services):
+    relay = services["relay"]
+    env = relay["environment"]
+    secrets_ = {k for k in env if SECRET_NAME.search(k)}
+    assert secrets_ == {"CHAUSSETTES_KAFKA_SASL_PASSWORD"}, secrets_
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]["relay"]["environment"]
+    assert raw["CHAUSSETTES_KAFKA_SASL_PASSWORD"].startswith("${KAFKA_RELAY_PASSWORD:?")
+    child = settings_mod.load(env=env)
+    assert child.alertmanager_url == "http://alertmanager:9093" and child.kafka.sasl_username == "relay"
+    assert relay["command"][:3] == ["python", "-m", "chaussettes.notify"]
+    assert relay["depends_on"]["alertmanager"]["condition"] == "service_healthy"
+    assert "relay" in security.COMPONENTS
+    script = (REPO / "docker" / "kafka" / "kafka-init.sh").read_text()
+    assert 'acl --allow-principal User:relay --operation Read --operation Describe --topic "$TOPIC_ALERTS"' in script
+    for name in ("airflow-scheduler", "airflow-api-server"):  # the notifier and the ops page
+        assert settings_mod.load(env=services[name]["environment"]).alertmanager_url == "http://alertmanager:9093"
+
+
+def test_prometheus_scrapes_every_metrics_port_of_the_settings(services):
+    s = settings_mod.load(env={})
+    config = yaml.safe_load((REPO / "include" / "chaussettes" / "alerting" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert targets["chaussettes-detector"] == [f"detector:{s.detector_metrics_port}"]
+    assert targets["chaussettes-generator"] == [f"generator:{s.generator_metrics_port}"]
+    assert targets["chaussettes-relay"] == [f"relay:{s.relay_metrics_port}"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    for name in ("detector", "generator", "relay"):
+        assert services[name]["environment"]["CHAUSSETTES_METRICS_ADDRESS"] == "0.0.0.0", name
+    script = (REPO / "docker" / "run-generator.sh").read_text()
+    assert '--metrics-port "${CHAUSSETTES_GENERATOR_METRICS_PORT:-9109}"' in script
+    assert s.generator_metrics_port == 9109
 
 
 def test_generator_container_reads_rate_and_scenario_from_the_environment(services):

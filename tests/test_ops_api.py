@@ -10,21 +10,26 @@ against a running Airflow.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import statistics
 import time
 
+import incident_samples
 import pytest
 from airflow.api_fastapi.app import create_auth_manager
 from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from airflow.api_fastapi.core_api.security import get_user
+from alerting_helpers import Alertmanager, WebhookReceiver, am_config
+from chaussettes import alertmanager as am
 from chaussettes import artifacts, procs
 from chaussettes.ops import samples
 from chaussettes.ops.app import create_app
 from fastapi.testclient import TestClient
 
-ROUTES = ["/", "/api/health", "/api/alerts", "/api/rates", "/api/versions", "/api/versions/diff?a=0&b=0"]
+ROUTES = ["/", "/api/health", "/api/alerts", "/api/incidents", "/api/rates", "/api/versions",
+          "/api/versions/diff?a=0&b=0"]
 FASTAPI_DOCS = ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"]
 
 
@@ -116,6 +121,66 @@ def test_page_and_api_with_nothing_there(settings, new_topic):
     assert [v["version"] for v in client.get("/api/versions").json()["versions"]] == [0]
 
 
+@pytest.fixture
+def alertmanager_(tmp_path):
+    webhook = WebhookReceiver()
+    manager = Alertmanager(tmp_path / "am", am_config(webhook.url, tmp_path / "am.yml")).start()
+    yield manager
+    manager.stop()
+    webhook.close()
+
+
+def test_incidents_open_first_then_resolved_each_marked_silenced_or_not(settings, new_topic, alertmanager_):
+    s = settings.replace(topic_alerts=new_topic(partitions=2), alertmanager_url=alertmanager_.url,
+                         alertmanager_ui_url="http://am.example.org:9093", alert_site="paris")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    records = (incident_samples.incident("ip", "10.0.0.7", now - dt.timedelta(minutes=12),
+                                         severities=("warning", "critical"), resolve=False)
+               + incident_samples.incident("url", "/pay", now - dt.timedelta(minutes=5), resolve=False)
+               + incident_samples.incident("global", "*", now - dt.timedelta(minutes=40), severities=("major",))
+               + incident_samples.incident("ip", "10.0.0.8", now - dt.timedelta(days=3)))  # resolved long ago
+    old_alert = samples.make_alert("url", "/old", now - dt.timedelta(minutes=20))
+    incident_samples.publish(s, s.topic_alerts, [*records, old_alert, b"not an alert"])
+    silence = am.create_silence(alertmanager_.url, {"alertname": "ChaussettesErrorRate", "key": "/pay"},
+                                duration_s=3600, created_by="ops", comment="deploy in progress")
+    am.create_silence(alertmanager_.url, {"site": "lyon"}, duration_s=3600, created_by="ops", comment="other site")
+
+    body = client_for(s).get("/api/incidents").json()
+    assert body["ok"] and body["alertmanager"]["ok"] and body["silences_active"] == 2
+    shown = [(i["kind"], i["key"], i["state"], i["severity"]) for i in body["incidents"]]
+    assert shown == [("ip", "10.0.0.7", "open", "critical"), ("url", "/pay", "open", "warning"),
+                     ("url", "/old", "resolved", "warning"), ("global", "*", "resolved", "major")]
+    assert (body["open"], body["resolved_recently"], body["invalid"]) == (2, 2, 1)
+    ip, pay, old, glob = body["incidents"]
+    assert ip["silenced"] is False and pay["silenced"] is True
+    assert pay["silenced_by"] == [{"id": silence, "comment": "deploy in progress", "created_by": "ops",
+                                   "ends_at": pay["silenced_by"][0]["ends_at"]}]
+    assert pay["labels"] == {"alertname": "ChaussettesErrorRate", "kind": "url", "key": "/pay",
+                             "severity": "warning", "site": "paris"}
+    assert ip["silence_url"].startswith("http://am.example.org:9093/#/silences/new?filter=")
+    assert ip["started_at"] == records[0]["first_window_start"] and 719 <= ip["duration_s"] <= 780
+    assert ip["peak_error_rate"] == records[1]["peak_error_rate"] and ip["windows_breached"] == 2
+    assert old["legacy"] and old["windows_breached"] == 1
+    assert glob["resolved_at"] == records[-3]["resolved_at"]
+    assert body["alertmanager"]["ui_url"] == "http://am.example.org:9093"
+    limited = client_for(s).get("/api/incidents", params={"limit": 1}).json()
+    assert len(limited["incidents"]) == 1 and limited["open"] == 2
+
+
+def test_incidents_without_alertmanager_say_so_and_still_show(settings, new_topic):
+    s = settings.replace(topic_alerts=new_topic(partitions=1),
+                         alertmanager_url=f"http://127.0.0.1:{procs.free_port()}")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    incident_samples.publish(s, s.topic_alerts, incident_samples.incident("ip", "10.0.0.7", now, resolve=False))
+    response = client_for(s).get("/api/incidents")
+    assert response.status_code == 200
+    body = response.json()
+    assert [i["key"] for i in body["incidents"]] == ["10.0.0.7"] and not body["incidents"][0]["silenced"]
+    assert body["alertmanager"]["ok"] is False
+    assert body["alertmanager"]["error"].startswith(f"Alertmanager at {s.alertmanager_url} is unreachable")
+    assert body["alertmanager"]["error"].endswith("the incidents are shown without their silences")
+
+
 def test_broker_down_page_still_renders(settings):
     down = settings.replace(bootstrap_servers=f"127.0.0.1:{procs.free_port()}")
     client = client_for(down)
@@ -123,6 +188,8 @@ def test_broker_down_page_still_renders(settings):
     alerts = client.get("/api/alerts")
     assert alerts.status_code == 503
     assert alerts.json()["error"].startswith(f"Kafka at {down.bootstrap_servers} did not answer")
+    incidents = client.get("/api/incidents")
+    assert incidents.status_code == 503 and "did not answer" in incidents.json()["error"]
     rates = client.get("/api/rates")  # served from the same (failed) read, not a second wait
     assert rates.status_code == 200 and "did not answer" in rates.json()["alerts_error"]
     assert client.get("/api/health").json()["health"] == "unknown"
@@ -136,7 +203,7 @@ def test_latency_with_100k_alerts(settings, new_topic, capsys):
     samples.write_status(s, samples.status_doc())
     client = client_for(s, tail_cache_s=0)  # every call reads Kafka
     timings = {}
-    for route in ("/api/alerts", "/api/rates", "/api/health", "/api/versions", "/"):
+    for route in ("/api/alerts", "/api/incidents", "/api/rates", "/api/health", "/api/versions", "/"):
         runs = []
         for _ in range(5):
             started = time.perf_counter()

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from alerting_helpers import Alertmanager, WebhookReceiver, am_config
+from chaussettes import alertmanager as am
 from chaussettes import artifacts, procs
 from chaussettes import settings as settings_mod
 from chaussettes.ops import samples
@@ -43,6 +45,7 @@ class AirflowUI:
     alerts: list[dict]
     status: dict
     token: str
+    silenced: list[str]  # incident ids (here: old per-window alerts) under an Alertmanager silence
 
 
 def _descendants(root: int) -> set[int]:
@@ -80,11 +83,25 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(broker, tmp_path_factory):
+def alertmanager_ui(tmp_path_factory):
+    """A real Alertmanager with a silence on every URL incident."""
+    base = tmp_path_factory.mktemp("ops-ui-am")
+    webhook = WebhookReceiver()
+    manager = Alertmanager(base, am_config(webhook.url, base / "am.yml")).start()
+    am.create_silence(manager.url, {"alertname": "ChaussettesErrorRate", "kind": "url"}, duration_s=3600,
+                      created_by="ops", comment="URL checks under maintenance")
+    yield manager
+    manager.stop()
+    webhook.close()
+
+
+@pytest.fixture(scope="module")
+def airflow_ui(broker, tmp_path_factory, alertmanager_ui):
     home = tmp_path_factory.mktemp("ops-ui")
     s = settings_mod.load(env={}, home=home, bootstrap_servers=broker.bootstrap_servers,
                           topic_alerts=f"alerts-ui-{uuid.uuid4().hex[:8]}",
-                          airflow_port=procs.free_port(), kafka_timeout_s=5.0)
+                          airflow_port=procs.free_port(), kafka_timeout_s=5.0,
+                          alertmanager_url=alertmanager_ui.url)
     ensure_topics(s, {s.topic_alerts: 1})
     alerts = samples.mixed_alerts(24)
     samples.publish(s, alerts)
@@ -122,7 +139,8 @@ def airflow_ui(broker, tmp_path_factory):
 
     try:
         assert procs.wait_until(ready, START_TIMEOUT_S, 1.0), f"no login after {START_TIMEOUT_S}s: {procs.tail(log, 30)}"
-        yield AirflowUI(base=base, settings=s, alerts=alerts, status=status, token=tokens[-1])
+        yield AirflowUI(base=base, settings=s, alerts=alerts, status=status, token=tokens[-1],
+                        silenced=[a["alert_id"] for a in alerts if a["kind"] == "url"])
     finally:
         family = _descendants(proc.pid) | {proc.pid}
         stopped = procs.stop_group(proc.pid, timeout_s=20)
@@ -192,6 +210,19 @@ def test_page_in_a_real_browser(airflow_ui):
             box = chart.bounding_box()
             assert box["width"] > 300 and box["height"] > 100
 
+            # Incidents: each old alert is a one-window incident (all over by now), newest first;
+            # those under the Alertmanager silence are marked, with a link to Alertmanager.
+            incidents = frame.locator("#incidents-table tbody tr[data-incident-id]")
+            expect(incidents).to_have_count(len(expected_ids))
+            assert incidents.evaluate_all("rs => rs.map(r => r.dataset.incidentId)") == expected_ids
+            silenced = frame.locator("#incidents-table tbody tr[data-silenced='1']")
+            assert sorted(silenced.evaluate_all("rs => rs.map(r => r.dataset.incidentId)")) == sorted(
+                airflow_ui.silenced)
+            expect(silenced.first).to_contain_text("silenced until")
+            expect(frame.locator("#incident-counts")).to_contain_text("0 open, 24 resolved in the last 24 h, "
+                                                                     "1 active silence(s)")
+            assert frame.locator("#alertmanager-link").get_attribute("href") == airflow_ui.settings.alertmanager_url
+
             ips = frame.locator("#top-ips tbody tr")
             expect(ips).to_have_count(len({a["key"] for a in airflow_ui.alerts if a["kind"] == "ip"}))
             expect(frame.locator("#versions-table tbody tr")).to_have_count(3)
@@ -249,6 +280,8 @@ def test_page_says_plainly_when_sources_are_missing(settings):
                 expect(page.locator("#alerts-message")).to_contain_text(
                     f"Kafka at {down.bootstrap_servers} did not answer")
                 expect(page.locator("#rates-message")).to_contain_text("no detector status file")
+                expect(page.locator("#incidents-message")).to_contain_text(
+                    f"Kafka at {down.bootstrap_servers} did not answer")
                 assert page.locator("#rate-chart").get_attribute("data-points") == "0"
                 expect(page.locator("#versions-table tbody tr")).to_have_count(1)
                 expect(page.locator("#versions-message")).to_contain_text("no calibrated version")

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,30 @@ def test_as_env_round_trips(tmp_path):
                   kafka_ca_location="/ca.pem")
     again = s.load(env=conf.as_env())
     assert again == conf
+
+
+def test_alerting_settings_default_to_the_local_stack_and_are_printed(tmp_path):
+    conf = s.load(env={}, home=tmp_path)
+    assert conf.alertmanager_port != conf.kafka_tls_port  # 9093 is the TLS proxy's
+    assert conf.alertmanager_url == f"http://127.0.0.1:{conf.alertmanager_port}" == conf.alertmanager_ui_url
+    assert conf.ops_page_url == f"http://127.0.0.1:{conf.airflow_port}/plugin/chaussettes"
+    assert conf.alertmanager_config == s.PACKAGE_DIR / "alerting" / "alertmanager.yml"
+    assert conf.alertmanager_config.exists()
+    ports = {conf.detector_metrics_port, conf.generator_metrics_port, conf.relay_metrics_port,
+             conf.alertmanager_port, conf.kafka_port, conf.kafka_tls_port, conf.airflow_port}
+    assert len(ports) == 7
+    moved = s.load(env={"CHAUSSETTES_ALERTMANAGER_PORT": "19095", "CHAUSSETTES_RELAY_REFRESH_S": "5",
+                        "CHAUSSETTES_ALERTMANAGER_URL": "http://am.internal:9093/"})
+    assert moved.alertmanager_url == "http://am.internal:9093" and moved.relay_refresh_s == 5.0
+    out = subprocess.run([sys.executable, "-m", "chaussettes", "settings"], capture_output=True, text=True,
+                         env={"CHAUSSETTES_HOME": str(tmp_path), "CHAUSSETTES_ALERTMANAGER_PORT": "19095",
+                              "PATH": "/usr/bin:/bin", "PYTHONPATH": str(s.PACKAGE_DIR.parent)},
+                         timeout=60, check=False).stdout.splitlines()
+    assert "CHAUSSETTES_ALERTMANAGER_URL=http://127.0.0.1:19095" in out
+    assert "CHAUSSETTES_ALERTMANAGER_PORT=19095" in out and "CHAUSSETTES_RELAY_METRICS_PORT=9110" in out
+
+
+def test_a_refresh_slower_than_the_horizon_is_refused():
+    with pytest.raises(s.SettingsError, match="CHAUSSETTES_RELAY_REFRESH_S must be above 0 and below "
+                                              "CHAUSSETTES_RELAY_HORIZON_S"):
+        s.load(env={"CHAUSSETTES_RELAY_REFRESH_S": "300", "CHAUSSETTES_RELAY_HORIZON_S": "300"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -9,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import incident_samples
 import pytest
+from alerting_helpers import WebhookReceiver
 from chaussettes import procs
 from chaussettes import settings as settings_mod
 from chaussettes.stack import manager
@@ -22,7 +25,8 @@ CORE = ["kafka", "spark-master", "spark-worker", "airflow"]
 def stack_env(home: Path) -> dict[str, str]:
     ports = {name: procs.free_port() for name in (
         "KAFKA_PORT", "KAFKA_TLS_PORT", "SPARK_MASTER_PORT", "SPARK_MASTER_WEBUI_PORT",
-        "SPARK_WORKER_WEBUI_PORT", "AIRFLOW_PORT")}
+        "SPARK_WORKER_WEBUI_PORT", "AIRFLOW_PORT", "ALERTMANAGER_PORT", "DETECTOR_METRICS_PORT",
+        "GENERATOR_METRICS_PORT", "RELAY_METRICS_PORT")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAUSSETTES_", "AIRFLOW"))}
     env.update({f"CHAUSSETTES_{k}": str(v) for k, v in ports.items()})
     env["CHAUSSETTES_HOME"] = str(home)
@@ -101,6 +105,47 @@ def test_up_status_down_leaves_nothing(stack):
 
     quiet = cli(stack, "stack", "down")
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_alertmanager_and_the_relay_are_components_that_deliver(stack, tmp_path):
+    """`up --only kafka alertmanager relay`: Debian's Alertmanager with the shipped config (the
+    webhook from CHAUSSETTES_ALERT_WEBHOOK_URL), the relay; an incident published on the stack's
+    alerts topic reaches the webhook; status lists the metrics endpoint; down leaves nothing."""
+    webhook = WebhookReceiver()
+    env = {**stack, "CHAUSSETTES_ALERT_WEBHOOK_URL": webhook.url, "CHAUSSETTES_ALERT_SITE": "stack-test"}
+    try:
+        up = cli(env, "stack", "up", "--only", "kafka", "alertmanager", "relay")
+        assert up.returncode == 0, up.stdout + up.stderr
+        conf = settings_mod.load(env=env)
+        assert "alertmanager: up in" in up.stdout and "relay: up in" in up.stdout
+        assert f"metrics http://127.0.0.1:{conf.relay_metrics_port}/metrics" in up.stdout
+        rendered = (conf.run_dir / "alertmanager" / "alertmanager.yml").read_text()
+        assert webhook.url in rendered and "group_by" in rendered
+
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=70)
+        incident_samples.publish(conf, conf.topic_alerts,
+                                 incident_samples.incident("url", "/stack", start, severities=("critical",),
+                                                           resolve=False))
+        # The shipped route: group_wait 10 s.
+        assert webhook.wait_for(lambda w: w.notifications(key="/stack"), 60), procs.tail(
+            conf.run_dir / "logs" / "relay.log")
+        [alert] = webhook.notifications(key="/stack")[0]["alerts"]
+        assert alert["labels"]["site"] == "stack-test" and alert["labels"]["severity"] == "critical"
+
+        status = cli(env, "stack", "status")
+        rows = {line.split()[0]: line for line in status.stdout.splitlines()}
+        assert rows["alertmanager"].split()[1] == "healthy" and rows["relay"].split()[1] == "healthy"
+        assert f"metrics http://127.0.0.1:{conf.relay_metrics_port}/metrics" in rows["relay"]
+        assert rows["detector"].split()[1] == "stopped"
+        assert f"metrics http://127.0.0.1:{conf.detector_metrics_port}/metrics" not in status.stdout  # not up
+        state = manager.load_state(conf)
+        down = cli(env, "stack", "down")
+        assert down.returncode == 0, down.stderr
+        assert all(not procs.group_members(r.pid) for r in state.values())
+        assert not procs.port_open(conf.alertmanager_port) and not procs.port_open(conf.relay_metrics_port)
+    finally:
+        cli(env, "stack", "down")
+        webhook.close()
 
 
 def test_busy_port_is_named_and_nothing_is_started(stack):

@@ -18,7 +18,7 @@ BIN="${KAFKA_BIN:-/opt/kafka/bin}"
 umask 077
 credentials="$(mktemp)"
 trap 'rm -f "$credentials"' EXIT
-for user in generator detector calibration ops airflow; do
+for user in generator detector calibration ops airflow relay; do
   var="KAFKA_$(echo "$user" | tr a-z A-Z)_PASSWORD"
   password="${!var:?$var is not set (python3 docker/gen_env.py)}"
   if [[ "$password" == *CHANGE_ME* ]]; then
@@ -40,10 +40,12 @@ acl --allow-principal User:detector --operation Write --operation Describe --top
 acl --allow-principal User:calibration --operation Read --operation Describe --topic "$TOPIC_LOGS"
 acl --allow-principal User:ops --operation Read --operation Describe --topic "$TOPIC_ALERTS"
 acl --allow-principal User:ops --operation Describe --topic "$TOPIC_LOGS"
+# The Alertmanager relay reads alerts and commits its group's offsets.
+acl --allow-principal User:relay --operation Read --operation Describe --topic "$TOPIC_ALERTS"
 # Airflow watches alerts and submits calibrations that may read the logs topic.
 acl --allow-principal User:airflow --operation Read --operation Describe --topic "$TOPIC_ALERTS"
 acl --allow-principal User:airflow --operation Read --operation Describe --topic "$TOPIC_LOGS"
-for user in detector calibration ops airflow; do
+for user in detector calibration ops airflow relay; do
   acl --allow-principal "User:$user" --operation Read --group chaussettes --resource-pattern-type prefixed
 done
 echo "kafka-init: topics $TOPIC_LOGS x$LOGS_PARTITIONS, $TOPIC_ALERTS x$ALERTS_PARTITIONS; ACLs set"

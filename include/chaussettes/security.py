@@ -42,7 +42,7 @@ from chaussettes import atomicfile
 from chaussettes.settings import ENV_PREFIX, Settings
 
 #: One client certificate (and, in compose, one SCRAM user) per component.
-COMPONENTS = ("generator", "detector", "calibration", "ops", "airflow")
+COMPONENTS = ("generator", "detector", "calibration", "ops", "airflow", "relay")
 SERVER_HOSTS = ("127.0.0.1", "localhost")
 CA_NAME = "Chaussettes local CA"
 CERT_DAYS = 825  # the longest validity that TLS clients still accept for leaf certificates

@@ -134,6 +134,21 @@ class Settings:
     # --- the stack's default generator (`make up`)
     generator_rate: float = 200.0  # lines/s; 0 leaves the generator out of the stack
     generator_args: str = ""  # extra generator flags, e.g. "--scenario incidents.yaml"
+    # --- alerting and metrics (chaussettes.notify, chaussettes.metrics, stack/alertmanager.py)
+    alertmanager_port: int = 9095  # its usual 9093 is the local TLS proxy's, 9094 its cluster port
+    alertmanager_url: str = ""  # empty: the local Alertmanager, http://127.0.0.1:<alertmanager_port>
+    alertmanager_config: Path | None = None  # empty: the shipped chaussettes/alerting/alertmanager.yml
+    alert_webhook_url: str = ""  # the default receiver's webhook; empty: the shipped file's
+    alert_site: str = "local"  # the `site` label on every alert sent to Alertmanager
+    ops_page_url: str = ""  # linked from alerts; empty: the Airflow plugin page on airflow_port
+    alertmanager_ui_url: str = ""  # Alertmanager as a browser reaches it; empty: alertmanager_url
+    metrics_address: str = "127.0.0.1"  # where the /metrics endpoints listen (0.0.0.0 in containers)
+    detector_metrics_port: int = 9108  # Prometheus /metrics of each long-running part; 0: none
+    generator_metrics_port: int = 9109
+    relay_metrics_port: int = 9110
+    relay_refresh_s: float = 60.0  # the relay re-posts every open incident this often...
+    relay_horizon_s: float = 300.0  # ...with endsAt = now + this: Alertmanager resolves it unless refreshed
+    relay_open_max_s: float = 86400.0  # an incident with no event for this long is no longer refreshed
 
     def __post_init__(self) -> None:
         # Derived folders: each defaults to a fixed place under home.
@@ -153,6 +168,19 @@ class Settings:
             object.__setattr__(self, "bootstrap_servers", f"{self.bind_host}:{self.kafka_port}")
         if not self.spark_master.strip():
             object.__setattr__(self, "spark_master", f"spark://{self.bind_host}:{self.spark_master_port}")
+        if not self.alertmanager_url.strip():
+            object.__setattr__(self, "alertmanager_url", f"http://{self.bind_host}:{self.alertmanager_port}")
+        object.__setattr__(self, "alertmanager_url", self.alertmanager_url.rstrip("/"))
+        if not self.alertmanager_ui_url.strip():
+            object.__setattr__(self, "alertmanager_ui_url", self.alertmanager_url)
+        if not self.ops_page_url.strip():
+            object.__setattr__(self, "ops_page_url", f"http://{self.bind_host}:{self.airflow_port}/plugin/chaussettes")
+        if self.alertmanager_config is None:
+            object.__setattr__(self, "alertmanager_config", PACKAGE_DIR / "alerting" / "alertmanager.yml")
+        if not 0 < self.relay_refresh_s < self.relay_horizon_s:
+            raise SettingsError(f"{_env_name('relay_refresh_s')} must be above 0 and below "
+                                f"{_env_name('relay_horizon_s')} (an open incident must be refreshed "
+                                f"before Alertmanager resolves it)")
         self.kafka.validate()
         for name in ("logs_partitions", "alerts_partitions", "spark_worker_cores", "detector_shards",
                      "window_counts_partitions", "kafka_tls_max_connections"):

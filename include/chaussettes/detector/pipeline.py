@@ -238,10 +238,12 @@ def failure_message(exc: BaseException) -> str:
 
 def run(settings, cfg: DetectorConfig) -> int:
     """Run the detector until the input is done (available-now) or a signal stops it."""
+    from chaussettes.metrics import start_detector_metrics
     from chaussettes.sparkconf import build_session
 
     status = StatusWriter(settings.detector_status_path, source=cfg.source, settings=settings,
                           topic=(cfg.topic or settings.topic_logs) if cfg.source == "kafka" else None)
+    status.observer = start_detector_metrics(settings)
     status.starting()
     spark = build_session("chaussettes-detector", settings, master=cfg.master, extra=DETECTOR_SPARK_CONF)
     spark.sparkContext.setLogLevel("WARN")

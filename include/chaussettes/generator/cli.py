@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("reporting")
     g.add_argument("--status-file", metavar="PATH", help="JSON heartbeat, rewritten every second")
+    g.add_argument("--metrics-port", metavar="PORT", type=_port, default=None,
+                   help="serve Prometheus metrics on this port (the stack passes "
+                        "CHAUSSETTES_GENERATOR_METRICS_PORT; default none)")
     g.add_argument("--progress-interval", metavar="S", type=_non_negative, default=5.0,
                    help="seconds between progress lines on stderr (default 5, 0 = none)")
     g.add_argument("--quiet", action="store_true", help="no progress lines (errors and summary only)")
@@ -224,6 +227,7 @@ class Reporter:
         self.rate_window: list[tuple[float, int]] = [(self.started, 0)]
         self.info = {"mode": what, "sink": sink_desc, "format": getattr(args, "format", None),
                      "rate": args.rate, "seed": seed, "replay": args.replay}
+        self.observe = None  # the metrics endpoint's observer (chaussettes.metrics), if any
 
     def log(self, msg: str) -> None:
         print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
@@ -235,7 +239,7 @@ class Reporter:
             self.log(f"{lines:,} lines, {rate:,.0f} lines/s, {errors:,} delivery errors"
                      + ("".join(f", {k} {v:,}" for k, v in (extra or {}).items())))
             self.last_progress, self.last_progress_lines = now, lines
-        if self.status_path and (force or now - self.last_status >= 1.0):
+        if (self.status_path or self.observe) and (force or now - self.last_status >= 1.0):
             self.write_status("running", lines, errors, extra)
 
     def lines_per_s(self, lines: int) -> float:
@@ -248,12 +252,16 @@ class Reporter:
 
     def write_status(self, state: str, lines: int, errors: int, extra: dict | None = None,
                      error: str | None = None) -> None:
-        if not self.status_path:
+        if not (self.status_path or self.observe):
             return
         self.last_status = time.monotonic()
         doc = {"state": state, "pid": os.getpid(), "started_at": self.started_at, "updated_at": _now_iso(),
                "lines": lines, "lines_per_s": round(self.lines_per_s(lines), 1),
                "delivery_errors": errors, **self.info, **(extra or {}), "error": error}
+        if self.observe:
+            self.observe(doc)
+        if not self.status_path:
+            return
         try:
             atomicfile.write_json(self.status_path, doc, indent=None)
         except OSError as exc:
@@ -341,6 +349,10 @@ def _main(argv) -> int:
     sink = _make_sink(args, settings, topic, stop)
     what = "replay" if args.replay else "generate"
     reporter = Reporter(args, what, sink.describe(), None if args.replay else seed)
+    if args.metrics_port:
+        from chaussettes.metrics import start_generator_metrics
+
+        reporter.observe = start_generator_metrics(settings, args.metrics_port)
     if isinstance(sink, _sinks().TcpSink):
         sink.log = reporter.log
     try:

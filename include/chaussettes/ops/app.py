@@ -10,11 +10,15 @@ which FastAPI serves outside the app's dependencies and with scripts from a CDN)
     GET /chaussettes/api/alerts?kind=ip&limit=50
                                                newest alerts first + counts per kind, last hour
     GET /chaussettes/api/rates                 global error rate per window + top IPs / URLs
+    GET /chaussettes/api/incidents?limit=100   open incidents, then recently resolved; silenced or
+                                               not (from Alertmanager), with links to it
     GET /chaussettes/api/versions              thresholds versions, which is current
     GET /chaussettes/api/versions/diff?a=1&b=2 leaf-by-leaf diff of two seuils.json
 
 A section whose source is missing or down answers 200 with ``ok: false`` and a one-line
-``error`` (503 for the alerts when Kafka is unreachable), so the page always renders.
+``error`` (503 for the alerts and the incidents when Kafka is unreachable), so the page always
+renders. Alertmanager down only takes the silences away from the incidents (said in
+``alertmanager.error``).
 """
 
 from __future__ import annotations
@@ -115,6 +119,13 @@ def create_app(settings: settings_mod.Settings | None = None,
         if kind not in (None, "", "all") and kind not in readers.ALERT_KINDS:
             raise HTTPException(400, f"kind must be one of {', '.join(readers.ALERT_KINDS)}")
         view = readers.alerts_view(cache.get(current_settings()), kind=kind, limit=limit)
+        return JSONResponse(view, status_code=503 if view["unreachable"] else 200)
+
+    @app.get("/api/incidents")
+    def incidents(limit: int = Query(100, ge=0, le=5000)):
+        """Incidents from the alerts topic (open first), each marked silenced in Alertmanager or not."""
+        s = current_settings()
+        view = readers.incidents_view(s, cache.get(s), readers.read_silences(s), limit=limit)
         return JSONResponse(view, status_code=503 if view["unreachable"] else 200)
 
     @app.get("/api/rates")

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from chaussettes import artifacts, procs
+from chaussettes import alertmanager, artifacts, procs
+from chaussettes.incident_events import SEVERITY_RANK, InvalidRecord, fold_incidents, parse_event, parse_time
 from chaussettes.schemas import ALERT_COLUMNS, ALERT_KINDS, STATUS_KEYS
 from chaussettes.supervisor import DEFAULT_STALL_AFTER_S
 
@@ -33,8 +34,6 @@ PID_CHECK_AFTER_S = 30.0
 MAX_KAFKA_TIMEOUT_S = 2.0
 TAIL_PER_PARTITION = 5000  # alerts read per partition: the page's newest-first list + last hour
 HOUR_S = 3600.0
-SEVERITY_RANK = {"warning": 1, "major": 2, "critical": 3}
-
 
 # --------------------------------------------------------------------------- time helpers
 
@@ -47,19 +46,6 @@ def iso(t: dt.datetime | None) -> str | None:
     if t is None:
         return None
     return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """An ISO-8601 string (``Z`` or offset; naive = UTC) or epoch seconds → aware UTC datetime."""
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, (int, float)):
-            return dt.datetime.fromtimestamp(float(value), dt.UTC)
-        t = dt.datetime.fromisoformat(str(value).strip())  # 3.11 reads "Z"
-    except (ValueError, OverflowError, OSError):
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def kafka_timeout(settings) -> float:
@@ -444,6 +430,74 @@ def rates_view(status: dict, tail: dict) -> dict:
         "top_urls": top_breaching(tail["alerts"], "url"),
         "alerts_ok": tail["ok"], "alerts_error": tail["error"],
         "read_at": tail["read_at"],
+    }
+
+
+# --------------------------------------------------------------------------- incidents
+
+RECENT_RESOLVED_S = 24 * 3600.0  # resolved incidents shown: those resolved within this
+
+
+def read_silences(settings) -> dict:
+    """The active silences of Alertmanager (``settings.alertmanager_url``). Never raises: an
+    Alertmanager that is down gives ``ok: False`` and a one-line ``error``."""
+    out: dict[str, Any] = {"ok": False, "error": None, "url": settings.alertmanager_url,
+                           "ui_url": settings.alertmanager_ui_url, "silences": []}
+    try:
+        silences = alertmanager.get_silences(settings.alertmanager_url, timeout=MAX_KAFKA_TIMEOUT_S)
+    except alertmanager.AlertmanagerError as exc:
+        out["error"] = f"{exc}: the incidents are shown without their silences"
+        return out
+    out["ok"] = True
+    out["silences"] = [s for s in silences if isinstance(s, dict) and (s.get("status") or {}).get("state") == "active"]
+    return out
+
+
+def incident_labels(settings, incident: dict) -> dict[str, str]:
+    """The labels of an incident's alert in Alertmanager (what the relay posts)."""
+    return {"alertname": alertmanager.ERROR_RATE_ALERT, "kind": incident["kind"], "key": incident["key"],
+            "severity": incident["severity"], "site": settings.alert_site}
+
+
+def incidents_view(settings, tail: dict, silences: dict, now: dt.datetime | None = None,
+                   limit: int = 100) -> dict:
+    """Incidents from the events in the alerts tail: open ones first (most severe, then oldest),
+    then those resolved in the last day (newest first); each marked silenced or not."""
+    now = now or utcnow()
+    events, invalid = [], 0
+    for record in tail["alerts"]:
+        event = record.get("_event")  # the tailer keeps its records: each is parsed once
+        if event is None:
+            try:
+                event = parse_event(record)
+            except InvalidRecord:
+                event = False
+            record["_event"] = event
+        if event:
+            events.append(event)
+        else:
+            invalid += 1
+    recent = now - dt.timedelta(seconds=RECENT_RESOLVED_S)
+    incidents = [i for i in fold_incidents(events, now) if i["state"] == "open" or i["resolved_at"] >= recent]
+    shown = []
+    for inc in incidents[: max(0, limit)]:
+        labels = incident_labels(settings, inc)
+        by = [{"id": s.get("id"), "comment": s.get("comment"), "created_by": s.get("createdBy"),
+               "ends_at": s.get("endsAt")} for s in silences["silences"] if alertmanager.silence_matches(s, labels)]
+        shown.append({**inc, "started_at": iso(inc["started_at"]), "last_window_end": iso(inc["last_window_end"]),
+                      "resolved_at": iso(inc["resolved_at"]), "detected_at": iso(inc["detected_at"]),
+                      "labels": labels, "silenced": bool(by), "silenced_by": by,
+                      "silence_url": alertmanager.silence_url(settings.alertmanager_ui_url,
+                                                              {k: labels[k] for k in ("alertname", "kind", "key")})})
+    return {
+        "ok": tail["ok"], "error": tail["error"], "unreachable": tail["unreachable"], "stale": tail["stale"],
+        "topic": tail["topic"], "read_at": iso(now),
+        "open": sum(1 for i in incidents if i["state"] == "open"),
+        "resolved_recently": sum(1 for i in incidents if i["state"] == "resolved"),
+        "complete_since": tail.get("complete_since"), "invalid": invalid + tail.get("invalid", 0),
+        "alertmanager": {k: silences[k] for k in ("ok", "error", "url", "ui_url")},
+        "silences_active": len(silences["silences"]),
+        "incidents": shown,
     }
 
 

@@ -9,7 +9,7 @@ from chaussettes.stack.base import Component
 
 # Start order; stopped in reverse. A module may return None (switched off by the
 # settings), one component or a list. Modules not present yet are skipped.
-COMPONENT_MODULES = ("s3", "kafka", "tls", "spark", "airflow", "generator", "detector")
+COMPONENT_MODULES = ("s3", "kafka", "tls", "alertmanager", "relay", "spark", "airflow", "generator", "detector")
 
 
 def components(settings: Settings, only: set[str] | None = None) -> list[Component]:

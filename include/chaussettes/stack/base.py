@@ -29,3 +29,8 @@ class Component:
     stop: Callable[[], None] | None = None  # how `down` stops a component without argv
     urls: list[str] = field(default_factory=list)  # printed by `up` and `status`
     notes: list[str] = field(default_factory=list)  # extra lines printed by `up`
+
+
+def metrics_urls(port: int) -> list[str]:
+    """The line ``up`` and ``status`` print for a Prometheus endpoint (none when port is 0)."""
+    return [f"metrics http://127.0.0.1:{port}/metrics"] if port else []

@@ -16,7 +16,7 @@ import subprocess
 
 from chaussettes.settings import Settings
 from chaussettes.stack.airflow import airflow_env, venv_bin
-from chaussettes.stack.base import Component
+from chaussettes.stack.base import Component, metrics_urls
 from chaussettes.supervisor import Supervisor
 
 PLATFORM_DAGS = ("streaming_detector", "calibrate_thresholds", "rollback_thresholds", "housekeeping")
@@ -58,6 +58,7 @@ def component(settings: Settings) -> Component:
         start_timeout_s=300.0,
         prepare=hand_over_to_airflow,
         stop=stop,
-        urls=[f"supervised by the streaming_detector DAG; status {settings.detector_status_path}"],
+        urls=[f"supervised by the streaming_detector DAG; status {settings.detector_status_path}",
+              *metrics_urls(settings.detector_metrics_port)],
         notes=[f"alerts on topic {settings.topic_alerts}; detector log {supervisor.log_path}"],
     )

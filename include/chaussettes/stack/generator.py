@@ -19,7 +19,7 @@ import sys
 
 from chaussettes import security
 from chaussettes.settings import Settings
-from chaussettes.stack.base import Component
+from chaussettes.stack.base import Component, metrics_urls
 
 DEFAULT_FLAGS = ["--bad-ips", "2", "--ip-error-rate", "0.7", "--bad-ip-share", "0.01",
                  "--bad-urls", "1", "--url-error-rate", "0.6", "--bad-url-share", "0.01",
@@ -35,6 +35,7 @@ def argv(settings: Settings) -> list[str]:
     extra = settings.generator_args
     return [sys.executable, "-m", "chaussettes.generator", "--rate", f"{_rate(settings):g}",
             "--topic", settings.topic_logs, "--status-file", str(settings.generator_status_path),
+            *(["--metrics-port", str(settings.generator_metrics_port)] if settings.generator_metrics_port else []),
             *DEFAULT_FLAGS, *shlex.split(extra)]
 
 
@@ -69,6 +70,7 @@ def component(settings: Settings) -> Component | None:
         healthy=lambda: heartbeat(settings) is not None,
         start_timeout_s=max(30.0, 3 * settings.kafka_timeout_s),
         prepare=prepare,
-        urls=[f"{rate:g} lines/s into {settings.topic_logs} (2 misbehaving IPs, 1 failing URL)"],
+        urls=[f"{rate:g} lines/s into {settings.topic_logs} (2 misbehaving IPs, 1 failing URL)",
+              *metrics_urls(settings.generator_metrics_port)],
         notes=[f"heartbeat {settings.generator_status_path}"],
     )

@@ -1,0 +1,5 @@
+import sys
+
+from chaussettes.notify.cli import main
+
+sys.exit(main())
