@@ -30,27 +30,38 @@ from chaussettes import logformat, schemas
 SEP = "\u0001"
 MAX_LONG = 2**63 - 1
 
-_Q = r'"((?:[^"\\]|\\[\s\S])*)"'
-COMBINED_FULL = (
-    r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] " + _Q
-    + r" ([^ ]+) ([^ ]+)(?: " + _Q + " " + _Q + r"(?: [\s\S]*)?)?$"
-)
+
+def _whole(pattern: str) -> str:
+    r"""``pattern`` matching the whole line (``rlike`` finds): ``\z``, not ``$``, which in
+    Java also matches before a final line terminator (U+2028, U+0085...)."""
+    return "^(?:" + pattern + r")\z"
+
+
+# The patterns are logformat's (one home); see its comment on why no repeated group there
+# (nor here) backtracks.
+COMBINED_FULL = _whole(logformat.COMBINED_FULL)
 # group numbers in COMBINED_FULL
 _C_IP, _C_TIME, _C_REQUEST, _C_STATUS, _C_BYTES, _C_REFERRER, _C_UA = 1, 4, 5, 6, 7, 8, 9
-COMBINED_HEAD = r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] ([\s\S]*)$"
-COMBINED_HEAD_AND_REQUEST = r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] " + _Q + r"[\s\S]*$"
-CLF_TIME = r"^(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})$"
-ISO_TIME = (r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-            r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$")
-REQUEST = r"^([^ ]+) ([^ ]+)(?: ([^ ]+))?$"
-METHOD = r"^[A-Za-z][A-Za-z0-9_-]*$"
-PROTOCOL = r"^[A-Z][A-Z0-9]*/\d+(?:\.\d+)?$"
-CSV_START = r'^"?\d{4}-\d{2}-\d{2}'
-_CSV_FIELD = r'("(?:[^"]|"")*"|(?:[^,"\r\n][^,\r\n]*)?)'
-CSV_FULL = "^" + ",".join([_CSV_FIELD] * 9) + "$"
-CSV_WELL_FORMED = "^" + _CSV_FIELD + "(?:," + _CSV_FIELD + ")*$"
-CSV_FIELD_CONTENT = r'("(?:[^"]|"")*"|[^,"\r\n][^,\r\n]*)'
-UNESCAPE = r'\\(["\\])'
+COMBINED_HEAD = _whole(logformat.COMBINED_HEAD)
+COMBINED_HEAD_AND_REQUEST = _whole(logformat.COMBINED_HEAD_AND_REQUEST)
+CLF_TIME = _whole(logformat.COMBINED_TIME)
+ISO_TIME = _whole(logformat.ISO_TIME)
+REQUEST = _whole(logformat.REQUEST)
+METHOD = _whole(logformat.METHOD)
+PROTOCOL = _whole(logformat.PROTOCOL)
+CSV_START = "^" + logformat.CSV_START
+UNESCAPE = logformat.UNESCAPE
+DIGITS = r"^[0-9]+\z"
+STATUS_DIGITS = r"^[0-9]{3}\z"
+INTEGER = r"^-?[0-9]+\z"
+DECIMAL_INTEGER_TYPE = r"^DECIMAL\([0-9]+,0\)\z"
+# CSV (RFC 4180 as Python's csv reader reads it): a field is quoted ('""' inside) or not
+_CSV_QUOTED = r'"[^"]*+(?:""[^"]*+)*+"'
+_CSV_FIELD = "(" + _CSV_QUOTED + r'|(?:[^,"\r\n][^,\r\n]*+)?)'
+CSV_FULL = "^" + ",".join([_CSV_FIELD] * 9) + r"\z"
+CSV_WELL_FORMED = "^" + _CSV_FIELD + "(?:," + _CSV_FIELD + r")*+\z"
+CSV_FIELD_CONTENT = "(" + _CSV_QUOTED + r'|[^,"\r\n][^,\r\n]*+)'
+CSV_QUOTED_CONTENT = r'^"([\s\S]*)"\z'
 _MONTHS = {name: i + 1 for i, name in enumerate(logformat.MONTHS)}
 
 
@@ -82,14 +93,14 @@ def _nullable_text(col):
 def _digits_long(col):
     """A string of ASCII digits as a long, null when not digits or above 2**63-1."""
     F = _F()
-    return F.when(col.rlike(r"^\d+$"), col.try_cast("decimal(38,0)")).otherwise(None) \
+    return F.when(col.rlike(DIGITS), col.try_cast("decimal(38,0)")).otherwise(None) \
         .try_cast("long")
 
 
 def _status(col):
     """Three digits in 100..599 as an int, else null."""
     F = _F()
-    value = F.when(col.rlike(r"^\d{3}$"), col.cast("int"))
+    value = F.when(col.rlike(STATUS_DIGITS), col.cast("int"))
     return F.when((value >= 100) & (value <= 599), value)
 
 
@@ -251,9 +262,9 @@ def _json(df):
 
     def integer(name):
         t = c(f"__jt_{name}")
-        is_int = t.isin("BIGINT", "INT", "SMALLINT", "TINYINT") | t.rlike(r"^DECIMAL\(\d+,0\)$")
+        is_int = t.isin("BIGINT", "INT", "SMALLINT", "TINYINT") | t.rlike(DECIMAL_INTEGER_TYPE)
         raw = F.get_json_object(line, f"$.{name}")
-        return F.when(is_int & raw.rlike(r"^-?\d+$"), raw.try_cast("decimal(38,0)"))
+        return F.when(is_int & raw.rlike(INTEGER), raw.try_cast("decimal(38,0)"))
 
     df = _with_iso_time(df, "__js_timestamp", "__j_time")
     df = df.withColumn("__j_status_n", integer("status")).withColumn("__j_bytes_n", integer("bytes"))
@@ -291,7 +302,7 @@ def _json(df):
 
 def _unquote_csv(col):
     F = _F()
-    return F.when(col.startswith('"'), F.regexp_replace(F.regexp_extract(col, r'^"([\s\S]*)"$', 1), '""', '"')) \
+    return F.when(col.startswith('"'), F.regexp_replace(F.regexp_extract(col, CSV_QUOTED_CONTENT, 1), '""', '"')) \
         .otherwise(col)
 
 
@@ -340,10 +351,10 @@ def _csv(df):
 # The lookahead refuses what logformat reads as CSV (CSV_START) inside the same match,
 # and the possessive quantifiers (++, *+) never backtrack: a refused line fails fast.
 FAST_COMBINED = (
-    r'^(?!"?\d{4}-\d{2}-\d{2})([^ ]++) [^ ]++ [^ ]++ '
+    "^(?!" + logformat.CSV_START + r')([^ ]++) [^ ]++ [^ ]++ '
     r'\[(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\] '
     r'"([A-Za-z][A-Za-z0-9_-]*+) ([^ "\\?]++)(\?[^ "\\]*+)? ([A-Z][A-Z0-9]*+/\d++(?:\.\d++)?)" '
-    r'([1-5]\d\d) (\d{1,18}|-)(?: "([^"\\]*+)" "([^"\\]*+)"(?: [\s\S]*)?)?$'
+    r'([1-5]\d\d) (\d{1,18}|-)(?: "([^"\\]*+)" "([^"\\]*+)"(?: [\s\S]*)?)?\z'
 )
 _FAST_GROUPS = 18
 _MONTH_NAMES = "".join(logformat.MONTHS)  # month = (position + 2) div 3
