@@ -79,9 +79,26 @@ def test_parse_lines_splits_events_and_quarantine(spark):
     bad = [x for x in lines if isinstance(logformat.parse(x), logformat.Invalid)]
     q = quarantine.collect()
     assert events.count() == len(lines) - len(bad)
-    assert sorted(r["raw"] for r in q) == sorted(bad)
+    # a line over the limit keeps a bounded prefix and its length; the others are whole
+    assert any(len(x) > logformat.MAX_LINE_LENGTH for x in bad)
+    assert sorted((r["raw"], r["raw_length"]) for r in q) == sorted(
+        (x if len(x) <= logformat.MAX_LINE_LENGTH else x[:schemas.QUARANTINE_RAW_PREFIX], len(x)) for x in bad)
     assert {r["topic"] for r in q} == {"http-logs"} and all(r["partition"] == 2 for r in q)
     assert all(r["reason"] in logformat.REASONS and r["quarantined_at"] is not None for r in q)
+
+
+def test_quarantine_keeps_a_bounded_prefix_of_an_over_long_line(spark):
+    """A flood of huge lines must not fill the disk: the quarantine keeps the first
+    QUARANTINE_RAW_PREFIX characters of a line over the limit, its length and the reason."""
+    huge = "203.0.113.9 " + "é" * 1_000_000
+    lines = [huge.encode(), b"\xff" + huge.encode(), logformat.CSV_HEADER.encode()]
+    df = spark.createDataFrame([(x,) for x in lines], "value binary")
+    q = {r["raw_length"]: r for r in sparkparse.parse_lines(df)[1].collect()}
+    assert sorted(q) == [len(logformat.CSV_HEADER), len(huge), len(huge) + 1]
+    assert (q[len(huge)]["raw"], q[len(huge)]["reason"]) == (huge[:schemas.QUARANTINE_RAW_PREFIX], "too_long")
+    assert (q[len(huge) + 1]["raw"], q[len(huge) + 1]["reason"]) == (
+        "\ufffd" + huge[:schemas.QUARANTINE_RAW_PREFIX - 1], "not_utf8")
+    assert q[len(logformat.CSV_HEADER)]["raw"] == logformat.CSV_HEADER  # within the limit: whole
 
 
 def test_generated_lines_of_every_format(spark):
@@ -363,3 +380,9 @@ def test_hostile_lines_parse_or_are_quarantined_like_the_python_parser(spark, li
         got = spark_view(rows[i])
         assert got[0] == "event" or got[1] in logformat.REASONS, got
         assert got == python_view(line), (line[:200], got, python_view(line))
+        if isinstance(line, bytes) and got != ("invalid", "not_utf8"):
+            line = line.decode("utf-8")
+        if got[0] == "invalid" and isinstance(line, str):  # the quarantine's record of it
+            assert rows[i]["raw_length"] == len(line)
+            assert rows[i]["raw"] == (line if len(line) <= logformat.MAX_LINE_LENGTH
+                                      else line[:schemas.QUARANTINE_RAW_PREFIX])
