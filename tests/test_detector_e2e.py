@@ -64,6 +64,7 @@ def bad_lines() -> list[bytes]:
             b'1.2.3.4 - - [01/Jan/2026:00:00:00 +0000] "GET / HTTP/1.1" 700 5 "-" "-"',
             b'1.2.3.4 - - [31/Feb/2026:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "-"',
             b'1.2.3.4 - - [01/Jan/2026:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "-',
+            b'6.6.6.6 - - [01/Jan/2026:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "' + b'\\"' * 1800,  # issue 26: killed the JVM
             b"2026-01-01T00:00:00Z,1.2.3.4,GET", "\u00e9t\u00e9 \U0001F600".encode()]
     for b in out:
         assert isinstance(logformat.parse(b), logformat.Invalid), b
@@ -180,7 +181,7 @@ def test_bad_lines_quarantined_with_exact_count(scenario, run_a):
     assert status["recent_global_windows"]
     rows = []
     for f in sorted(Path(home_settings.quarantine_dir).rglob("*.json")):
-        rows += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        rows += [json.loads(x) for x in f.read_text().split("\n") if x.strip()]  # not at U+2028
     assert len(rows) == len(scenario["bad"])
     assert {r["reason"] for r in rows} <= set(logformat.REASONS + schemas.DETECTOR_REASONS)
     assert all(r["topic"] == scenario["topic"] and r["offset"] is not None for r in rows)

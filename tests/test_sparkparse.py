@@ -1,4 +1,5 @@
-"""The Spark-native parser agrees with chaussettes.logformat on the shared corpus."""
+"""The Spark-native parser agrees with chaussettes.logformat on the shared corpus and on hostile
+lines of 1-64 KB; no pattern it runs can overflow Java's regex stack (issue 26)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 from pathlib import Path
 
 from chaussettes import logformat, schemas, sparkparse
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "tricky_lines.jsonl"
 
@@ -76,9 +80,26 @@ def test_parse_lines_splits_events_and_quarantine(spark):
     bad = [x for x in lines if isinstance(logformat.parse(x), logformat.Invalid)]
     q = quarantine.collect()
     assert events.count() == len(lines) - len(bad)
-    assert sorted(r["raw"] for r in q) == sorted(bad)
+    # a line over the limit keeps a bounded prefix and its length; the others are whole
+    assert any(len(x) > logformat.MAX_LINE_LENGTH for x in bad)
+    assert sorted((r["raw"], r["raw_length"]) for r in q) == sorted(
+        (x if len(x) <= logformat.MAX_LINE_LENGTH else x[:schemas.QUARANTINE_RAW_PREFIX], len(x)) for x in bad)
     assert {r["topic"] for r in q} == {"http-logs"} and all(r["partition"] == 2 for r in q)
     assert all(r["reason"] in logformat.REASONS and r["quarantined_at"] is not None for r in q)
+
+
+def test_quarantine_keeps_a_bounded_prefix_of_an_over_long_line(spark):
+    """A flood of huge lines must not fill the disk: the quarantine keeps the first
+    QUARANTINE_RAW_PREFIX characters of a line over the limit, its length and the reason."""
+    huge = "203.0.113.9 " + "é" * 1_000_000
+    lines = [huge.encode(), b"\xff" + huge.encode(), logformat.CSV_HEADER.encode()]
+    df = spark.createDataFrame([(x,) for x in lines], "value binary")
+    q = {r["raw_length"]: r for r in sparkparse.parse_lines(df)[1].collect()}
+    assert sorted(q) == [len(logformat.CSV_HEADER), len(huge), len(huge) + 1]
+    assert (q[len(huge)]["raw"], q[len(huge)]["reason"]) == (huge[:schemas.QUARANTINE_RAW_PREFIX], "too_long")
+    assert (q[len(huge) + 1]["raw"], q[len(huge) + 1]["reason"]) == (
+        "\ufffd" + huge[:schemas.QUARANTINE_RAW_PREFIX - 1], "not_utf8")
+    assert q[len(logformat.CSV_HEADER)]["raw"] == logformat.CSV_HEADER  # within the limit: whole
 
 
 def test_generated_lines_of_every_format(spark):
@@ -154,3 +175,215 @@ def test_fast_path_dates_agree_with_python_parser(spark):
     valid = sum(1 for x, t in zip(lines, times, strict=True)
                 if not isinstance(logformat.parse(x), logformat.Invalid) and 1000 <= int(t[7:11]) <= 9998)
     assert 0 < taken == valid
+
+
+# ----------------------------------------------------------------------------- hostile lines
+# Issue 26: a Combined line whose user agent was a few KB of \" (how httpd logs a '"' the
+# client sent) overflowed the stack of the Spark task that ran the full rules' quoted-field
+# pattern: Java's regex engine recurses once per repetition of a backtracking group. The JVM
+# died, and again on every restart (the checkpoint replays the line).
+
+def _poison_lines() -> list[str]:
+    head = '203.0.113.9 - - [30/May/2025:18:52:47 +0000] "GET /a HTTP/1.1" 200 5 "-" "'
+    csv = "2025-05-30T18:52:47Z,203.0.113.9,GET,/a,HTTP/1.1,200,5,-,"
+    room = logformat.MAX_LINE_LENGTH - len(head) - 1
+    return [
+        head + '\\"' * 1750 + '"',  # the reproduction: a 3.5 KB user agent of \"
+        head + '\\"' * (room // 2) + '"',  # the same up to the longest line accepted
+        head + "a\\\\" * (room // 3) + '"',  # backslashes
+        head + '\\"' * (room // 2),  # no closing quote: bad_field
+        '203.0.113.9 - - [30/May/2025:18:52:47 +0000] "GET /' + '\\"' * 8000 + ' HTTP/1.1" 200 5 "-" "-"',
+        csv + '"' + '""' * 8000 + '"',  # a quoted CSV field of doubled quotes
+        csv + '"' + "a" * 16000 + '"',
+        csv[:20] + "," * 16000,  # 16,000 fields: bad_field
+        head + '\\"' * 40000 + '"',  # over the limit: too_long
+    ]
+
+
+_CHILD = """
+import json, sys
+from chaussettes import settings, sparkparse
+from chaussettes.sparkconf import build_session
+
+lines = json.loads(sys.stdin.read())
+spark = build_session("poison", settings.load(env={}, home=sys.argv[1]), master="local[1]",
+                      extra={"spark.ui.enabled": "false"})
+spark.sparkContext.setLogLevel("ERROR")
+df = spark.createDataFrame(list(enumerate(lines)), "n long, value string")
+rows = sparkparse.parse_column(df, "value").select("n", "reason", "user_agent").collect()
+print(json.dumps({r["n"]: [r["reason"], r["user_agent"]] for r in rows}))
+spark.stop()
+"""
+
+
+def test_poison_lines_do_not_kill_the_jvm(tmp_path):
+    """The reproduction, in a session of its own (a JVM that dies must not take the test
+    session's down): every poison line parses or is quarantined, as logformat says."""
+    import os
+    import subprocess
+    import sys
+
+    lines = _poison_lines()
+    result = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "home")], input=json.dumps(lines),
+                            capture_output=True, text=True, timeout=600, check=False,
+                            env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    # a dead JVM's log is mostly stack frames: show its errors, once each (not the
+    # warnings of a plan too large to compile, which Spark then runs interpreted)
+    errors = dict.fromkeys(x.strip() for x in result.stderr.splitlines()
+                           if ("Error" in x or "Exception" in x) and not x.lstrip().startswith("at ")
+                           and "generated.java" not in x and "codehaus" not in x)
+    assert result.returncode == 0, "\n".join(errors)[:3000]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    for i, line in enumerate(lines):
+        expected = logformat.parse(line)
+        reason, user_agent = got[str(i)]
+        assert reason == getattr(expected, "reason", None), (line[:100], reason, expected)
+        if reason is None:
+            assert user_agent == expected.user_agent
+    assert [got[str(i)][0] for i in range(len(lines))] == \
+        [None, None, None, "bad_field", None, None, None, "bad_field", "too_long"]
+
+
+# Regex nodes of a Spark plan and the argument that holds the pattern.
+_PATTERN_ARGUMENT = {"RLike": "right", "RegExpReplace": "regexp", "RegExpExtract": "regexp",
+                     "RegExpExtractAll": "regexp", "StringSplit": "regex", "RegExpCount": "right",
+                     "RegExpSubStr": "right", "RegExpInStr": "right"}
+
+
+def plan_patterns(df) -> set[str]:
+    """Every regular expression in ``df``'s analyzed plan (each must be a literal)."""
+    found: set[str] = set()
+
+    def subtree(nodes, i):  # expressions are flattened in pre-order: returns the index after
+        node, j, starts = nodes[i], i + 1, []
+        for _ in range(node["num-children"]):
+            starts.append(j)
+            j = subtree(nodes, j)
+        argument = _PATTERN_ARGUMENT.get(node["class"].rsplit(".", 1)[-1])
+        if argument is not None:
+            pattern = nodes[starts[node[argument]]]
+            assert pattern["class"].endswith(".Literal"), f"a pattern computed per row: {pattern}"
+            found.add(pattern["value"])
+        return j
+
+    def walk(x):
+        if isinstance(x, list):
+            if x and isinstance(x[0], dict) and ".expressions." in x[0].get("class", ""):
+                subtree(x, 0)
+            for y in x:
+                walk(y)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+
+    walk(json.loads(df._jdf.queryExecution().analyzed().toJSON()))
+    return found
+
+
+def backtracking_repeats(pattern: str) -> list[str]:
+    """The groups of ``pattern`` repeated without bound by a quantifier that backtracks
+    (``(...)*``, ``(...)+``, ``(...){n,}``, lazy ones too): Java's regex engine recurses once
+    per repetition of such a group. Possessive (``*+``) ones, and ``?``, are fine."""
+    import re
+
+    found, stack, i, in_class = [], [], 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i += 1
+            i += pattern.startswith("^", i)
+            i += pattern.startswith("]", i)  # a ']' first in a class is one of its characters
+            continue
+        elif ch == "(":
+            stack.append(i)
+        elif ch == ")":
+            start = stack.pop()
+            rest = pattern[i + 1:]
+            bounded = re.match(r"\{\d+(,\d+)?\}", rest)
+            unbounded = re.match(r"[*+]|\{\d+,\}", rest)
+            if unbounded and not bounded and not rest[unbounded.end():].startswith("+"):
+                found.append(pattern[start:i + 1 + unbounded.end()])
+        i += 1
+    return found
+
+
+def test_the_pattern_checker_finds_backtracking_repeats():
+    old_quoted = r'"((?:[^"\\]|\\[\s\S])*)"'
+    unrolled = r'"([^"\\]*(?:\\[\s\S][^"\\]*)*)"'
+    assert backtracking_repeats(old_quoted) == [r'(?:[^"\\]|\\[\s\S])*']
+    assert backtracking_repeats(unrolled) == [r'(?:\\[\s\S][^"\\]*)*']
+    assert backtracking_repeats(r"^(?:,(a|b))+?$") == [r"(?:,(a|b))+"]
+    assert backtracking_repeats(r"(?:ab){2,}x") == [r"(?:ab){2,}"]
+    assert backtracking_repeats(logformat.QUOTED) == []
+    assert backtracking_repeats(r"^[()*]+ (\d{1,18}|-)(?:\.\d++)?(?: [\s\S]*)?(?:x){1,9}[^\]()]*$") == []
+
+
+def test_no_pattern_the_parsers_run_repeats_a_backtracking_group(spark):
+    import re
+
+    df = spark.createDataFrame([("x", b"x")], "value string, bytes binary")
+    fast, good, keep = sparkparse.fast_parts(df.select("value"), "value")
+    patterns = set()
+    for plan in (sparkparse.parse_column(df.select("value"), "value"),
+                 sparkparse.parse_column(df.select("bytes"), "bytes"),
+                 good.unionByName(sparkparse.full_rules_of(fast, keep))):
+        patterns |= plan_patterns(plan)
+    assert {sparkparse.COMBINED_FULL, sparkparse.FAST_COMBINED, sparkparse.CSV_WELL_FORMED} <= patterns
+    python = {v.pattern for v in vars(logformat).values() if isinstance(v, re.Pattern)}
+    assert logformat.COMBINED_FULL_RE.pattern in python
+    offending = {p: backtracking_repeats(p) for p in patterns | python if backtracking_repeats(p)}
+    assert not offending, offending
+
+
+# Lines of 1 to 64 KB heavy in quotes, backslashes, separators and bytes that are not text,
+# built from a short unit repeated (Hypothesis draws the unit, the length and where the
+# run goes): the Spark parser must give what logformat.parse gives, an event or a reason.
+_HOSTILE = '"\\\\ ,{}[]-?/\t\x00\x01\x7fé\u2028\U0001f600a0'
+_COMBINED = '203.0.113.9 - - [30/May/2025:18:52:47 +0000] "GET /a HTTP/1.1" 200 5 '
+_SHAPES = {  # where the run goes
+    "user_agent": lambda run: _COMBINED + '"-" "' + run + '"',
+    "referrer": lambda run: _COMBINED + '"' + run + '" "ua"',
+    "request": lambda run: '203.0.113.9 - - [30/May/2025:18:52:47 +0000] "GET /' + run + ' HTTP/1.1" 200 5 "-" "-"',
+    "after_user_agent": lambda run: _COMBINED + '"-" "ua" ' + run,
+    "whole_line": lambda run: run,
+    "csv_quoted": lambda run: '2025-05-30T18:52:47Z,203.0.113.9,GET,/a,HTTP/1.1,200,5,-,"' + run + '"',
+    "csv_rest": lambda run: "2025-05-30T18:52:47Z" + run,
+    "json_user_agent": lambda run: ('{"timestamp": "2025-05-30T18:52:47Z", "ip": "203.0.113.9", "method": "GET", '
+                                    '"url": "/a", "status": 200, "user_agent": "' + run + '"}'),
+    "json_rest": lambda run: "{" + run,
+}
+
+
+@st.composite
+def hostile_lines(draw):
+    size = draw(st.one_of(st.integers(1024, 65536), st.integers(logformat.MAX_LINE_LENGTH - 200,
+                                                                 logformat.MAX_LINE_LENGTH + 2)))
+    if draw(st.integers(0, 4)) == 0:  # bytes, as a Kafka value: often not UTF-8
+        unit = draw(st.binary(min_size=1, max_size=8))
+        return (unit * (size // len(unit) + 1))[:size]
+    unit = draw(st.text(alphabet=_HOSTILE, min_size=1, max_size=8))
+    shape = _SHAPES[draw(st.sampled_from(sorted(_SHAPES)))]
+    line = shape((unit * (size // len(unit) + 1))[:size])
+    return line[:size] if draw(st.booleans()) else line  # cut: the run's closing quote lost
+
+
+@hsettings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(hostile_lines(), min_size=16, max_size=32))
+def test_hostile_lines_parse_or_are_quarantined_like_the_python_parser(spark, lines):
+    rows = spark_rows(spark, lines, binary=True)
+    for i, line in enumerate(lines):
+        got = spark_view(rows[i])
+        assert got[0] == "event" or got[1] in logformat.REASONS, got
+        assert got == python_view(line), (line[:200], got, python_view(line))
+        if isinstance(line, bytes) and got != ("invalid", "not_utf8"):
+            line = line.decode("utf-8")
+        if got[0] == "invalid" and isinstance(line, str):  # the quarantine's record of it
+            assert rows[i]["raw_length"] == len(line)
+            assert rows[i]["raw"] == (line if len(line) <= logformat.MAX_LINE_LENGTH
+                                      else line[:schemas.QUARANTINE_RAW_PREFIX])

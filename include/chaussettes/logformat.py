@@ -70,10 +70,9 @@ columns with ``event_time`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. A row may also c
 ``"bytes_b64"``: then the input is those bytes (a line that is not UTF-8 cannot be a JSON
 string; ``line`` only shows it), fed as a Kafka value would be.
 
-For the Spark-native parser: the patterns below are also valid Java regexes with the same
-meaning (``[^ ]``, ``[0-9]``, ``[\\s\\S]`` and explicit classes only; no ``\\S``/``.`` whose meaning
-differs); the quoted-field pattern is written as an unrolled loop, so it neither
-backtracks nor recurses per character on long lines.
+The patterns below are also the Spark-native parser's (``chaussettes.sparkparse``): valid
+Java regexes with the same meaning, none of which backtracks or recurses with the length of
+the line (see the comment above them).
 """
 
 from __future__ import annotations
@@ -117,32 +116,48 @@ CSV_HEADER = ",".join(CSV_COLUMNS)
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTH_NUMBER = {name: i + 1 for i, name in enumerate(MONTHS)}
 
-# ---- regular expressions (kept Java-compatible: the Spark parser reuses them)
-# A quoted field: '"', then runs of ordinary characters and backslash escapes, then '"'
-# ("unrolled loop" form: linear, no per-character alternation; Java: same semantics).
-_QUOTED = r'"([^"\\]*(?:\\[\s\S][^"\\]*)*)"'
-COMBINED_HEAD_RE = re.compile(r"([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] ([\s\S]*)")
-COMBINED_REQUEST_RE = re.compile(_QUOTED + r"([\s\S]*)")
-COMBINED_REST_RE = re.compile(
-    r" ([^ ]+) ([^ ]+)(?: " + _QUOTED + " " + _QUOTED + r"(?: [\s\S]*)?)?"
-)
-COMBINED_TIME_RE = re.compile(r"([0-9]{2})/([A-Z][a-z]{2})/([0-9]{4}):([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})")
-REQUEST_RE = re.compile(r"([^ ]+) ([^ ]+)(?: ([^ ]+))?")
-# REQUEST_RE + METHOD_RE + PROTOCOL_RE in one pattern (same language)
-REQUEST_FULL_RE = re.compile(r"([A-Za-z][A-Za-z0-9_-]*) ([^ ]+)(?: ([A-Z][A-Z0-9]*/[0-9]+(?:\.[0-9]+)?))?")
-COMBINED_FULL_RE = re.compile(
-    r"([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] " + _QUOTED
-    + r" ([^ ]+) ([^ ]+)(?: " + _QUOTED + " " + _QUOTED + r"(?: [\s\S]*)?)?"
-)
-METHOD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-PROTOCOL_RE = re.compile(r"[A-Z][A-Z0-9]*/[0-9]+(?:\.[0-9]+)?")
-ISO_RE = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?(?:([Zz])|([+-])([0-9]{2}):?([0-9]{2}))?"
-)
-CSV_START_RE = re.compile(r'"?[0-9]{4}-[0-9]{2}-[0-9]{2}')
+# ---- regular expressions: the one home of the patterns both parsers run
+# Each is a pattern's text (the Spark parser anchors it, ``^...\z``, for ``rlike``) and, as
+# ``..._RE``, its compiled form for ``fullmatch``. The texts mean the same in Python's
+# ``re`` and Java's regex: ``[^ ]``, ``[0-9]``, ``[\s\S]`` and explicit classes only (no
+# ``\S``, ``\d`` or ``.``, whose meanings differ).
+#
+# A group repeated without bound is possessive (``*+``): Java's regex engine recurses once
+# per repetition of a backtracking group (``(?:...)*``), so a user agent of a few KB of
+# ``\"`` overflowed a Spark task thread's stack and killed the JVM (and again on every
+# restart: the checkpoint replays the line). A possessive group is a plain loop in Java;
+# Python 3.11's ``re`` reads it the same way. The quoted field is an "unrolled loop" where
+# each character has one way to match, so giving back never ends on a closing quote: being
+# possessive changes no match. ``tests/test_sparkparse.py`` checks every pattern of the
+# Spark plan for this.
+QUOTED = r'"([^"\\]*+(?:\\[\s\S][^"\\]*+)*+)"'
+_HEAD = r"([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] "  # IP IDENT USER [TIME] and a space
+COMBINED_HEAD = _HEAD + r"([\s\S]*)"
+COMBINED_HEAD_AND_REQUEST = _HEAD + QUOTED + r"[\s\S]*"
+_REST = r" ([^ ]+) ([^ ]+)(?: " + QUOTED + " " + QUOTED + r"(?: [\s\S]*)?)?"
+COMBINED_FULL = _HEAD + QUOTED + _REST
+COMBINED_TIME = r"([0-9]{2})/([A-Z][a-z]{2})/([0-9]{4}):([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"
+REQUEST = r"([^ ]+) ([^ ]+)(?: ([^ ]+))?"
+METHOD = r"[A-Za-z][A-Za-z0-9_-]*"
+PROTOCOL = r"[A-Z][A-Z0-9]*/[0-9]+(?:\.[0-9]+)?"
+ISO_TIME = (r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+            r"(?:([Zz])|([+-])([0-9]{2}):?([0-9]{2}))?")
+CSV_START = r'"?[0-9]{4}-[0-9]{2}-[0-9]{2}'  # a prefix: ``match``, not ``fullmatch``
+UNESCAPE = r'\\(["\\])'
+
+COMBINED_HEAD_RE = re.compile(COMBINED_HEAD)
+COMBINED_REQUEST_RE = re.compile(QUOTED + r"([\s\S]*)")
+COMBINED_REST_RE = re.compile(_REST)
+COMBINED_TIME_RE = re.compile(COMBINED_TIME)
+# REQUEST + METHOD + PROTOCOL in one pattern (same language)
+REQUEST_FULL_RE = re.compile(f"({METHOD}) ([^ ]+)(?: ({PROTOCOL}))?")
+COMBINED_FULL_RE = re.compile(COMBINED_FULL)
+METHOD_RE = re.compile(METHOD)
+ISO_RE = re.compile(ISO_TIME)
+CSV_START_RE = re.compile(CSV_START)
 STATUS_RE = re.compile(r"[0-9]{3}")
 DIGITS_RE = re.compile(r"[0-9]+")
-_UNESCAPE_RE = re.compile(r'\\(["\\])')
+_UNESCAPE_RE = re.compile(UNESCAPE)
 TRIM = " \t\r\n"  # stripped from both ends of a line
 _MAX_LONG = 2**63 - 1
 

@@ -26,8 +26,13 @@ EVENT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in EVENT_FIELDS)
 EVENT_DDL = ", ".join(f"{name} {typ}" for name, typ in EVENT_FIELDS)
 
 # Quarantine records: the raw line and why it was refused, and where it came from.
+# A line over logformat.MAX_LINE_LENGTH (refused for its length alone) keeps only its first
+# QUARANTINE_RAW_PREFIX characters, so that a flood of huge lines cannot fill the disk;
+# raw_length is the whole line's length in characters.
+QUARANTINE_RAW_PREFIX = 1024
 QUARANTINE_FIELDS: tuple[tuple[str, str], ...] = (
     ("raw", "string"),
+    ("raw_length", "int"),
     ("reason", "string"),
     ("topic", "string"),
     ("partition", "int"),

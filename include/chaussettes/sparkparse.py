@@ -6,12 +6,14 @@ speed of the rest of the query.
 ``parse_lines(df, value_col="value") -> (events_df, quarantine_df)``:
 
 - ``events_df``: ``schemas.EVENT_FIELDS`` columns (plus nothing else);
-- ``quarantine_df``: ``schemas.QUARANTINE_FIELDS`` — the raw line, the reason code
-  (one of ``logformat.REASONS``, the same the Python parser gives), the source topic,
-  partition and offset when the input has them, and the time it was quarantined.
+- ``quarantine_df``: ``schemas.QUARANTINE_FIELDS`` — the raw line (its first
+  ``schemas.QUARANTINE_RAW_PREFIX`` characters when it is over ``logformat.MAX_LINE_LENGTH``)
+  and its length, the reason code (one of ``logformat.REASONS``, the same the Python
+  parser gives), the source topic, partition and offset when the input has them, and the
+  time it was quarantined.
 
 ``parse_column(df, value_col)`` is the single pass underneath: every input row with the
-event columns, ``reason`` (null for a good line) and ``raw``. The detector and the
+event columns, ``reason`` (null for a good line), ``raw`` and ``raw_length``. The detector and the
 calibration use its pieces (``fast_of`` / ``fast_parts``, ``good_of``, ``full_rules_of``)
 to cache the one-regex fast path and run the full rules only on the lines it refused.
 ``tests/test_sparkparse.py`` checks that it agrees with
@@ -30,27 +32,38 @@ from chaussettes import logformat, schemas
 SEP = "\u0001"
 MAX_LONG = 2**63 - 1
 
-_Q = r'"((?:[^"\\]|\\[\s\S])*)"'
-COMBINED_FULL = (
-    r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] " + _Q
-    + r" ([^ ]+) ([^ ]+)(?: " + _Q + " " + _Q + r"(?: [\s\S]*)?)?$"
-)
+
+def _whole(pattern: str) -> str:
+    r"""``pattern`` matching the whole line (``rlike`` finds): ``\z``, not ``$``, which in
+    Java also matches before a final line terminator (U+2028, U+0085...)."""
+    return "^(?:" + pattern + r")\z"
+
+
+# The patterns are logformat's (one home); see its comment on why no repeated group there
+# (nor here) backtracks.
+COMBINED_FULL = _whole(logformat.COMBINED_FULL)
 # group numbers in COMBINED_FULL
 _C_IP, _C_TIME, _C_REQUEST, _C_STATUS, _C_BYTES, _C_REFERRER, _C_UA = 1, 4, 5, 6, 7, 8, 9
-COMBINED_HEAD = r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] ([\s\S]*)$"
-COMBINED_HEAD_AND_REQUEST = r"^([^ ]+) ([^ ]+) ([^ ]+) \[([^\]]*)\] " + _Q + r"[\s\S]*$"
-CLF_TIME = r"^(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})$"
-ISO_TIME = (r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-            r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$")
-REQUEST = r"^([^ ]+) ([^ ]+)(?: ([^ ]+))?$"
-METHOD = r"^[A-Za-z][A-Za-z0-9_-]*$"
-PROTOCOL = r"^[A-Z][A-Z0-9]*/\d+(?:\.\d+)?$"
-CSV_START = r'^"?\d{4}-\d{2}-\d{2}'
-_CSV_FIELD = r'("(?:[^"]|"")*"|(?:[^,"\r\n][^,\r\n]*)?)'
-CSV_FULL = "^" + ",".join([_CSV_FIELD] * 9) + "$"
-CSV_WELL_FORMED = "^" + _CSV_FIELD + "(?:," + _CSV_FIELD + ")*$"
-CSV_FIELD_CONTENT = r'("(?:[^"]|"")*"|[^,"\r\n][^,\r\n]*)'
-UNESCAPE = r'\\(["\\])'
+COMBINED_HEAD = _whole(logformat.COMBINED_HEAD)
+COMBINED_HEAD_AND_REQUEST = _whole(logformat.COMBINED_HEAD_AND_REQUEST)
+CLF_TIME = _whole(logformat.COMBINED_TIME)
+ISO_TIME = _whole(logformat.ISO_TIME)
+REQUEST = _whole(logformat.REQUEST)
+METHOD = _whole(logformat.METHOD)
+PROTOCOL = _whole(logformat.PROTOCOL)
+CSV_START = "^" + logformat.CSV_START
+UNESCAPE = logformat.UNESCAPE
+DIGITS = r"^[0-9]+\z"
+STATUS_DIGITS = r"^[0-9]{3}\z"
+INTEGER = r"^-?[0-9]+\z"
+DECIMAL_INTEGER_TYPE = r"^DECIMAL\([0-9]+,0\)\z"
+# CSV (RFC 4180 as Python's csv reader reads it): a field is quoted ('""' inside) or not
+_CSV_QUOTED = r'"[^"]*+(?:""[^"]*+)*+"'
+_CSV_FIELD = "(" + _CSV_QUOTED + r'|(?:[^,"\r\n][^,\r\n]*+)?)'
+CSV_FULL = "^" + ",".join([_CSV_FIELD] * 9) + r"\z"
+CSV_WELL_FORMED = "^" + _CSV_FIELD + "(?:," + _CSV_FIELD + r")*+\z"
+CSV_FIELD_CONTENT = "(" + _CSV_QUOTED + r'|[^,"\r\n][^,\r\n]*+)'
+CSV_QUOTED_CONTENT = r'^"([\s\S]*)"\z'
 _MONTHS = {name: i + 1 for i, name in enumerate(logformat.MONTHS)}
 
 
@@ -82,14 +95,14 @@ def _nullable_text(col):
 def _digits_long(col):
     """A string of ASCII digits as a long, null when not digits or above 2**63-1."""
     F = _F()
-    return F.when(col.rlike(r"^\d+$"), col.try_cast("decimal(38,0)")).otherwise(None) \
+    return F.when(col.rlike(DIGITS), col.try_cast("decimal(38,0)")).otherwise(None) \
         .try_cast("long")
 
 
 def _status(col):
     """Three digits in 100..599 as an int, else null."""
     F = _F()
-    value = F.when(col.rlike(r"^\d{3}$"), col.cast("int"))
+    value = F.when(col.rlike(STATUS_DIGITS), col.cast("int"))
     return F.when((value >= 100) & (value <= 599), value)
 
 
@@ -251,9 +264,9 @@ def _json(df):
 
     def integer(name):
         t = c(f"__jt_{name}")
-        is_int = t.isin("BIGINT", "INT", "SMALLINT", "TINYINT") | t.rlike(r"^DECIMAL\(\d+,0\)$")
+        is_int = t.isin("BIGINT", "INT", "SMALLINT", "TINYINT") | t.rlike(DECIMAL_INTEGER_TYPE)
         raw = F.get_json_object(line, f"$.{name}")
-        return F.when(is_int & raw.rlike(r"^-?\d+$"), raw.try_cast("decimal(38,0)"))
+        return F.when(is_int & raw.rlike(INTEGER), raw.try_cast("decimal(38,0)"))
 
     df = _with_iso_time(df, "__js_timestamp", "__j_time")
     df = df.withColumn("__j_status_n", integer("status")).withColumn("__j_bytes_n", integer("bytes"))
@@ -291,7 +304,7 @@ def _json(df):
 
 def _unquote_csv(col):
     F = _F()
-    return F.when(col.startswith('"'), F.regexp_replace(F.regexp_extract(col, r'^"([\s\S]*)"$', 1), '""', '"')) \
+    return F.when(col.startswith('"'), F.regexp_replace(F.regexp_extract(col, CSV_QUOTED_CONTENT, 1), '""', '"')) \
         .otherwise(col)
 
 
@@ -340,10 +353,10 @@ def _csv(df):
 # The lookahead refuses what logformat reads as CSV (CSV_START) inside the same match,
 # and the possessive quantifiers (++, *+) never backtrack: a refused line fails fast.
 FAST_COMBINED = (
-    r'^(?!"?\d{4}-\d{2}-\d{2})([^ ]++) [^ ]++ [^ ]++ '
+    "^(?!" + logformat.CSV_START + r')([^ ]++) [^ ]++ [^ ]++ '
     r'\[(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\] '
     r'"([A-Za-z][A-Za-z0-9_-]*+) ([^ "\\?]++)(\?[^ "\\]*+)? ([A-Z][A-Z0-9]*+/\d++(?:\.\d++)?)" '
-    r'([1-5]\d\d) (\d{1,18}|-)(?: "([^"\\]*+)" "([^"\\]*+)"(?: [\s\S]*)?)?$'
+    r'([1-5]\d\d) (\d{1,18}|-)(?: "([^"\\]*+)" "([^"\\]*+)"(?: [\s\S]*)?)?\z'
 )
 _FAST_GROUPS = 18
 _MONTH_NAMES = "".join(logformat.MONTHS)  # month = (position + 2) div 3
@@ -364,7 +377,8 @@ _FAST_VALID = """
 
 
 def _prepare(df, value_col: str):
-    """raw, __utf8, __long, line (trimmed) and __fmt."""
+    """raw, __utf8, __long_length (the length in characters of a line over the limit, else
+    null), __line (trimmed; null when over the limit)."""
     F = _F()
     dtype = dict(df.dtypes)[value_col]
     value = F.col(value_col)
@@ -380,13 +394,19 @@ def _prepare(df, value_col: str):
     # length() counts characters and btrim() walks the trim set per character. A line's
     # byte count bounds its character count, and a line with no blank at either end (the
     # usual case) is its own trimmed self: byte-level tests answer first.
-    long = (F.octet_length(raw) > logformat.MAX_LINE_LENGTH) & (F.length(raw) > logformat.MAX_LINE_LENGTH)
+    length = F.when(F.octet_length(raw) > logformat.MAX_LINE_LENGTH, F.length(raw))
+    long = F.coalesce(length > logformat.MAX_LINE_LENGTH, F.lit(False))
     blank_end = None
     for ch in logformat.TRIM:
         test = raw.startswith(ch) | raw.endswith(ch)
         blank_end = test if blank_end is None else (blank_end | test)
     line = F.when(blank_end, F.btrim(raw, F.lit(logformat.TRIM))).otherwise(raw)
-    return out.select("*", F.coalesce(long, F.lit(False)).alias("__long"), line.alias("__line"))
+    # A line over the limit is refused for its length alone: only a prefix of it goes on
+    # (to the quarantine), so that a flood of huge lines neither fills the disk nor costs
+    # a copy of each one at every step of the full rules.
+    return out.select(*[c for c in out.columns if c != "raw"],
+                      F.when(long, F.substring(raw, 1, schemas.QUARANTINE_RAW_PREFIX)).otherwise(raw).alias("raw"),
+                      F.when(long, length).alias("__long_length"), F.when(~long, line).alias("__line"))
 
 
 def _fast(df, keep):
@@ -395,9 +415,9 @@ def _fast(df, keep):
     from ``regexp_replace`` unchanged, so its split has one element instead of 18."""
     F = _F()
     line = F.col("__line")
-    carried = [*keep, "raw", "__line", "__utf8", "__long"]
+    carried = [*keep, "raw", "__line", "__utf8", "__long_length"]
     # contains() compares bytes; instr() would count characters along the line
-    candidate = F.col("__utf8") & ~F.col("__long") & ~line.startswith("{") & ~line.contains(SEP)
+    candidate = F.col("__utf8") & F.col("__long_length").isNull() & ~line.startswith("{") & ~line.contains(SEP)
     joined = F.split(F.regexp_replace(line, FAST_COMBINED, SEP.join(f"${i}" for i in range(1, 19))), SEP, -1)
     out = df.select(*carried, F.when(candidate, joined).alias("__g0"))
     g0 = F.col("__g0")
@@ -415,7 +435,7 @@ def _fast(df, keep):
     q = g[12]
     bytes_text = g[15]
     return out.select(
-        *keep, "raw", "__line", "__utf8", "__long", ok.alias("__fast_ok"),
+        *keep, "raw", "__line", "__utf8", "__long_length", ok.alias("__fast_ok"),
         F.when(ok, F.timestamp_seconds(F.expr(_FAST_SECONDS).cast("long"))).alias("event_time"),
         g[0].alias("ip"), g[10].alias("method"), g[11].alias("url"),
         F.when(q != "", F.expr("substring(__g[12], 2)")).alias("query"), g[13].alias("protocol"),
@@ -429,7 +449,8 @@ def _full(out, keep):
     """The full rules for rows the fast path did not take."""
     F = _F()
     line = F.col("__line")
-    fmt = (F.when(~F.col("__utf8") | F.col("__long") | line.isNull() | (line == ""), F.lit("none"))
+    long = F.col("__long_length").isNotNull()
+    fmt = (F.when(~F.col("__utf8") | long | line.isNull() | (line == ""), F.lit("none"))
            .when(line.startswith("{"), F.lit("json"))
            .when(line == logformat.CSV_HEADER, F.lit("header"))
            .when(line.rlike(CSV_START), F.lit("csv"))
@@ -442,7 +463,7 @@ def _full(out, keep):
     out = _csv(out)
     fmt = F.col("__fmt")
     reason = (F.when(~F.col("__utf8"), F.lit("not_utf8"))
-              .when(F.col("__long"), F.lit("too_long"))
+              .when(long, F.lit("too_long"))
               .when(line.isNull() | (line == ""), F.lit("empty"))
               .when(fmt == "json", F.col("j_reason"))
               .when(fmt == "header", F.lit("csv_header"))
@@ -457,17 +478,20 @@ def _full(out, keep):
         *[F.col(c) for c in keep],
         *[F.col(f"__event.{c}").alias(c) for c in schemas.EVENT_COLUMNS],
         F.col("reason"), F.col("raw"),
+        F.when(F.col("reason").isNotNull(), F.coalesce(F.col("__long_length"), F.length("raw"))).alias("raw_length"),
     )
 
 
 def parse_column(df, value_col: str = "value"):
-    """Every row of ``df`` plus the event columns, ``reason`` (null when the line parsed)
-    and ``raw`` (the line as text). ``value_col`` may be a string or a binary column.
+    """Every row of ``df`` plus the event columns, ``reason`` (null when the line parsed),
+    ``raw`` (the line as text; a prefix of a line over the limit) and ``raw_length`` (the
+    line's length in characters, on refused rows). ``value_col`` may be a string or a
+    binary column.
 
     The plan has two branches over the same input (fast path, full rules for the rest)
     joined by a union: give it a cached DataFrame so that the input is read once, or use
     ``fast_parts`` and cache its ``fast`` (the detector and the calibration do)."""
-    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason")]
+    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "raw_length", "reason")]
     fast = _fast(_prepare(df, value_col), keep)
     return _fast_events(fast, keep).unionByName(full_rules_of(fast, keep))
 
@@ -492,7 +516,7 @@ def fast_of(df, value_col: str = "value", refuse=None):
     the full rules anyway, its text kept (the detector's lines stamped in the future)."""
     F = _F()
     # the input line itself is not carried (``raw`` has its text): the cache stays small
-    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "reason", value_col)]
+    keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "raw_length", "reason", value_col)]
     fast = _fast(_prepare(df, value_col), keep)
     if refuse is not None:
         fast = fast.withColumn("__fast_ok", F.col("__fast_ok") & ~F.coalesce(refuse, F.lit(False)))
@@ -503,7 +527,7 @@ def fast_of(df, value_col: str = "value", refuse=None):
                          for c in fast.columns])
 
 
-_FAST_INTERNAL = ("raw", "__line", "__utf8", "__long", "__fast_ok")
+_FAST_INTERNAL = ("raw", "__line", "__utf8", "__long_length", "__fast_ok")
 
 
 def good_of(fast):
@@ -517,7 +541,7 @@ def _fast_events(fast, keep):
     F = _F()
     typed = [F.col(c) for c in keep] + [
         F.col(n).cast(t).alias(n) for n, t in schemas.EVENT_FIELDS] + [
-        F.lit(None).cast("string").alias("reason"), F.col("raw")]
+        F.lit(None).cast("string").alias("reason"), F.col("raw"), F.lit(None).cast("int").alias("raw_length")]
     return fast.where(F.col("__fast_ok")).select(*typed)
 
 
@@ -525,7 +549,7 @@ def full_rules_of(fast, keep):
     """The full rules applied to the rows of ``fast_parts``' ``fast`` the fast path refused."""
     F = _F()
     return _full(fast.where(~F.col("__fast_ok")).select(*[F.col(c) for c in keep], "raw", "__line", "__utf8",
-                                                         "__long"), keep)
+                                                         "__long_length"), keep)
 
 
 def events_of(parsed_df):
@@ -544,7 +568,7 @@ def quarantine_of(parsed_df, quarantined_at=None):
 
     at = quarantined_at if quarantined_at is not None else F.current_timestamp()
     return parsed_df.where(F.col("reason").isNotNull()).select(
-        F.col("raw"), F.col("reason"), opt("topic", "string"), opt("partition", "int"),
+        F.col("raw"), F.col("raw_length").cast("int"), F.col("reason"), opt("topic", "string"), opt("partition", "int"),
         opt("offset", "long"), at.cast("timestamp").alias("quarantined_at"),
     )
 
