@@ -532,7 +532,7 @@ def _run_generator(args, model, sink, reporter, stop, result, scenario_mod) -> N
         if count is not None and lines + len(chunk) > count:
             chunk = chunk.head(count - lines)
         if len(chunk):
-            sink.send(chunk.render(), chunk.keys())
+            sink.send(chunk.render(), chunk.keys(), (chunk.times_us // 1000).tolist())
             lines += len(chunk)
             result["lines"] = lines
         reporter.tick(lines, sink.delivery_errors)

@@ -33,7 +33,10 @@ class Sink:
     def open(self) -> None:
         pass
 
-    def send(self, values: Sequence, keys: Sequence) -> None:
+    def send(self, values: Sequence, keys: Sequence, times_ms: Sequence | None = None) -> None:
+        """Deliver lines; ``times_ms``: each line's event time (epoch ms), which a sink with
+        record times (Kafka) stamps on its record, so that a reader can cut a backlog by event
+        time (spark_kafka's balanced_cut)."""
         raise NotImplementedError
 
     def poll(self) -> None:
@@ -135,7 +138,7 @@ class KafkaSink(Sink):
             except Exception as exc:  # noqa: BLE001 - any admin failure is reported in one line
                 raise SinkError(f"cannot create topic {self.topic}: {_short(exc)}") from None
 
-    def send(self, values: Sequence, keys: Sequence) -> None:
+    def send(self, values: Sequence, keys: Sequence, times_ms: Sequence | None = None) -> None:
         producer = self.producer
         produce = producer.produce
         poll = producer.poll
@@ -144,11 +147,18 @@ class KafkaSink(Sink):
         step = 2000
         for lo in range(0, n, step):
             hi = min(n, lo + step)
-            for v, k in zip(values[lo:hi], keys[lo:hi]):
-                try:
-                    produce(topic, v, k)
-                except BufferError:
-                    self._wait_for_room(v, k)
+            if times_ms is None:
+                for v, k in zip(values[lo:hi], keys[lo:hi]):
+                    try:
+                        produce(topic, v, k)
+                    except BufferError:
+                        self._wait_for_room(v, k)
+            else:
+                for v, k, t in zip(values[lo:hi], keys[lo:hi], times_ms[lo:hi]):
+                    try:
+                        produce(topic, v, k, timestamp=t)
+                    except BufferError:
+                        self._wait_for_room(v, k, timestamp=t)
             poll(0)
         self.sent += n
         self._check_progress()
@@ -167,13 +177,13 @@ class KafkaSink(Sink):
             raise SinkError(f"Kafka at {self.settings.bootstrap_servers} confirmed no line for "
                             f"{now - self._progress_at:.0f}s ({self.last_error or 'no answer'})")
 
-    def _wait_for_room(self, value, key) -> None:
+    def _wait_for_room(self, value, key, **kwargs) -> None:
         """The local queue is full: serve deliveries until there is room (bounded)."""
         deadline = time.monotonic() + self.stall_s + 5
         while True:
             self.producer.poll(0.05)
             try:
-                self.producer.produce(self.topic, value, key)
+                self.producer.produce(self.topic, value, key, **kwargs)
                 return
             except BufferError:
                 if time.monotonic() > deadline:
@@ -208,7 +218,7 @@ class ConsoleSink(Sink):
     def __init__(self, stream=None):
         self.stream = stream if stream is not None else sys.stdout.buffer
 
-    def send(self, values: Sequence, keys: Sequence) -> None:
+    def send(self, values: Sequence, keys: Sequence, times_ms: Sequence | None = None) -> None:
         try:
             self.stream.write(_joined(values))
         except BrokenPipeError:
@@ -248,7 +258,7 @@ class FileSink(Sink):
         except OSError as exc:
             raise SinkError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
-    def send(self, values: Sequence, keys: Sequence) -> None:
+    def send(self, values: Sequence, keys: Sequence, times_ms: Sequence | None = None) -> None:
         try:
             self.fh.write(_joined(values))
         except OSError as exc:
@@ -317,7 +327,7 @@ class TcpSink(Sink):
                 return False
         return True
 
-    def send(self, values: Sequence, keys: Sequence) -> None:
+    def send(self, values: Sequence, keys: Sequence, times_ms: Sequence | None = None) -> None:
         data = _joined(values)
         while True:
             if not self.wait_for_client():

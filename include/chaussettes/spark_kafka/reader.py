@@ -151,8 +151,12 @@ class OffsetClient:
         self.consumer = Consumer({**cfg.consumer_conf(cfg.group_id), "fetch.wait.max.ms": 5})
         self._checked = False
         self._admin = None
+        self._probe = None  # a consumer for record times (timestamp_at)
 
     def close(self) -> None:
+        if self._probe is not None:
+            with contextlib.suppress(Exception):
+                self._probe.close()
         try:
             self.consumer.close()
         except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
@@ -288,6 +292,27 @@ class OffsetClient:
                 if stamp >= ts:
                     return off
         return hi
+
+    def timestamp_at(self, tp: tuple[str, int], offset: int) -> int | None:
+        """The record time (epoch ms) of the record at ``offset``, None when unknown. One
+        fetch of a small batch (balanced_cut probes a few offsets per micro-batch)."""
+        from confluent_kafka import TopicPartition
+
+        if self._probe is None:
+            from confluent_kafka import Consumer
+
+            self._probe = Consumer({**self.cfg.consumer_conf(), "max.partition.fetch.bytes": 65536,
+                                    "queued.min.messages": 1})
+        self._probe.assign([TopicPartition(tp[0], tp[1], offset)])
+        deadline = time.monotonic() + self.cfg.timeout_s
+        while time.monotonic() < deadline:
+            for msg in self._probe.consume(1, 0.5):
+                if msg.error() is None and msg.offset() >= offset:
+                    kind, ts = msg.timestamp()
+                    return ts if kind != 0 and ts > 0 else None
+                if msg.error() is not None and msg.error().code() == _PARTITION_EOF:
+                    return None
+        return None
 
     def commit(self, end: dict[tuple[str, int], int]) -> None:
         from confluent_kafka import TopicPartition
@@ -631,7 +656,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             end.setdefault(tp, pos)  # a partition no longer listed keeps its position
         end.update(self._recreated(start, ids, marks))
         if isinstance(limit, ReadMaxRows):
-            end = _rate_limit(begin, end, limit.max_rows)
+            end = balanced_cut(begin, end, limit.max_rows, self.client.timestamp_at)
         return with_topic_ids(to_json(end), {**start.get(TOPIC_IDS_KEY, {}), **ids})
 
     def _beyond_end(self, tp: tuple[str, int], position: int, low: int, high: int) -> int:
@@ -711,6 +736,85 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+CUT_ROUNDS = 3  # probes per lagging partition and batch beyond its two ends (balanced_cut)
+
+
+def balanced_cut(begin, end, max_rows: int, timestamp_at) -> dict:
+    """Cap a batch at ``max_rows`` records, cutting every partition at about the same
+    record time, so that partitions advance together in event time: a partition that a
+    burst made denser (a flood keyed by the client's IP) is not read ahead of, or behind,
+    the others — its lines would then reach windows that the other partitions' lines have
+    not filled yet.
+
+    ``timestamp_at(tp, offset)``: the record time (ms) at an offset, or None. Each lagging
+    partition is probed at both ends of its lag and then at its cut, ``CUT_ROUNDS`` times;
+    between probes its offsets are taken as growing linearly with time. Without usable
+    record times (none, or all equal), the cap is shared in proportion to the lags."""
+    lags = {tp: end[tp] - begin.get(tp, end[tp]) for tp in end}
+    if sum(max(0, n) for n in lags.values()) <= max_rows:
+        return end
+    lagging = [tp for tp, n in lags.items() if n > 0]
+    points: dict = {}
+    for tp in lagging:
+        ends = {begin[tp]: timestamp_at(tp, begin[tp]), end[tp] - 1: timestamp_at(tp, end[tp] - 1)}
+        if any(ts is None for ts in ends.values()):
+            return _rate_limit(begin, end, max_rows)
+        points[tp] = ends
+    if len({ts for pts in points.values() for ts in pts.values()}) < 2:
+        return _rate_limit(begin, end, max_rows)
+    cut = {}
+    for round_ in range(CUT_ROUNDS + 1):
+        t = _time_for(points, begin, max_rows)
+        cut = {tp: _offset_at(points[tp], t, begin[tp], end[tp]) for tp in lagging}
+        fresh = [(tp, off) for tp, off in cut.items() if off not in points[tp] and off - 1 not in points[tp]
+                 and begin[tp] < off < end[tp]]
+        if not fresh or round_ == CUT_ROUNDS:
+            break
+        for tp, off in fresh:
+            ts = timestamp_at(tp, off - 1)
+            if ts is None:
+                return _rate_limit(begin, end, max_rows)
+            points[tp][off - 1] = ts
+    out = dict(end)
+    for tp in lagging:
+        out[tp] = cut[tp]
+    return _rate_limit(begin, out, max_rows)  # the model's estimate can be a little over
+
+
+def _offset_at(points: dict[int, int], t: float, lo: int, hi: int) -> int:
+    """The end offset of a partition's records at or before time ``t``: probed (offset, ms)
+    points, times made non-decreasing, linear in between; within [lo, hi]."""
+    offs = sorted(points)
+    times = []
+    for off in offs:
+        times.append(max(points[off], times[-1]) if times else points[off])
+    if t < times[0]:
+        return lo
+    if t >= times[-1]:
+        return hi if offs[-1] >= hi - 1 else offs[-1] + 1
+    for (o1, t1), (o2, t2) in zip(zip(offs, times), zip(offs[1:], times[1:]), strict=False):
+        if t1 <= t < t2:
+            return min(hi, max(lo, o1 + 1 + int((o2 - o1) * (t - t1) / (t2 - t1))))
+    return hi
+
+
+def _time_for(points: dict, begin: dict, max_rows: int) -> float:
+    """The record time at which the partitions' records since ``begin`` add up to
+    ``max_rows`` (bisection on the piecewise-linear model)."""
+    lo = min(min(p.values()) for p in points.values()) - 1
+    hi = max(max(p.values()) for p in points.values())
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        total = sum(_offset_at(pts, mid, begin[tp], max(pts) + 1) - begin[tp] for tp, pts in points.items())
+        if total > max_rows:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 0.5:
+            break
+    return lo
 
 
 def _rate_limit(begin, end, max_rows: int) -> dict:

@@ -1,0 +1,62 @@
+"""spark_kafka.reader.balanced_cut: a capped micro-batch cuts every partition at about the
+same record time, also when one partition is denser (a flood keyed by its client)."""
+
+from __future__ import annotations
+
+import bisect
+
+from chaussettes.spark_kafka.reader import balanced_cut
+
+
+def make(parts):
+    probes = []
+
+    def timestamp_at(tp, offset):
+        probes.append((tp, offset))
+        return parts[tp][offset]
+    return timestamp_at, probes
+
+
+def time_of_cut(times, cut):
+    return times[cut - 1] if cut else None
+
+
+def test_a_dense_partition_is_cut_at_the_same_time_as_the_others():
+    # 4 partitions of 10 records/s over 100 s; partition 3 also has a flood of 90/s from 40 s to 70 s
+    parts = {("t", p): [i * 100 for i in range(1000)] for p in range(3)}
+    flood = sorted([i * 100 for i in range(1000)] + [40_000 + i * 11 for i in range(2700)])
+    parts[("t", 3)] = flood
+    begin = {tp: 0 for tp in parts}
+    end = {tp: len(t) for tp, t in parts.items()}
+    timestamp_at, probes = make(parts)
+    cut = balanced_cut(begin, end, 3000, timestamp_at)
+    assert sum(cut[tp] - begin[tp] for tp in parts) <= 3000
+    assert sum(cut[tp] - begin[tp] for tp in parts) >= 2700  # the cap is (nearly) used
+    times = [time_of_cut(parts[tp], cut[tp]) for tp in parts]
+    assert max(times) - min(times) <= 1000, times  # within a second of record time
+    assert len(probes) <= len(parts) * 5
+    # the proportional cut (without record times) reads the flood's partition far ahead
+    blind = balanced_cut(begin, end, 3000, lambda tp, off: None)
+    blind_times = [time_of_cut(parts[tp], blind[tp]) for tp in parts]
+    assert max(blind_times) - min(blind_times) > 5_000
+
+
+def test_no_cap_needed_and_equal_times_fall_back():
+    parts = {("t", 0): [5] * 10, ("t", 1): [5] * 10}
+    begin, end = {tp: 2 for tp in parts}, {tp: 10 for tp in parts}
+    timestamp_at, _ = make(parts)
+    assert balanced_cut(begin, end, 100, timestamp_at) == end
+    cut = balanced_cut(begin, end, 8, timestamp_at)  # every record at one time: by lag
+    assert cut == {("t", 0): 6, ("t", 1): 6}
+
+
+def test_from_a_later_start_and_a_partition_without_lag():
+    parts = {("t", p): [i * 10 * (p + 1) for i in range(500)] for p in range(3)}
+    begin = {("t", 0): 100, ("t", 1): 50, ("t", 2): 500}
+    end = {tp: len(t) for tp, t in parts.items()}
+    timestamp_at, _ = make(parts)
+    cut = balanced_cut(begin, end, 300, timestamp_at)
+    assert cut[("t", 2)] == 500 and sum(cut[tp] - begin[tp] for tp in parts) <= 300
+    t0, t1 = (parts[tp][cut[tp] - 1] for tp in (("t", 0), ("t", 1)))
+    assert abs(t0 - t1) <= 40
+    assert bisect.bisect_right(parts[("t", 0)], t0) == cut[("t", 0)]
