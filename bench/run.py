@@ -3,6 +3,9 @@ bench/results/latest.json and latest.md (figures, date, machine, versions).
 
     python bench/run.py [--only NAME ...] [--messages N]
 
+``--only`` re-measures some modules and keeps the other rows of the report as they were
+(each row says when it was measured).
+
 Each module exposes ``run(ctx) -> list[dict]`` with dicts
 ``{"name", "value", "unit", "goal", "note"}``.
 """
@@ -91,6 +94,18 @@ def raw_figures(ctx: Context, messages: int) -> list[dict]:
     ]
 
 
+def merged(report: Path, fresh: list[dict]) -> list[dict]:
+    """A partial run (``--only``) replaces its modules' rows in the report and keeps the
+    others, each row with the date it was measured (``measured_at``)."""
+    try:
+        old = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return fresh
+    redone = {r["module"] for r in fresh}
+    kept = [{"measured_at": old.get("date"), **r} for r in old.get("results", []) if r.get("module") not in redone]
+    return kept + fresh
+
+
 def write_report(results: list[dict], info: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps({**info, "results": results}, indent=2) + "\n")
@@ -98,14 +113,14 @@ def write_report(results: list[dict], info: dict, out: Path) -> None:
         "# Benchmark report", "",
         f"{info['date']} · {info['machine']['cores']} cores, {info['machine']['memory_gib']} GiB · "
         + ", ".join(f"{k} {v}" for k, v in info["machine"]["versions"].items()), "",
-        "| module | figure | value | unit | goal | note |", "|---|---|---:|---|---|---|",
+        "| module | figure | value | unit | goal | measured | note |", "|---|---|---:|---|---|---|---|",
     ]
     for r in results:
         value = r.get("value")
         shown = f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else f"{value:,}" \
             if isinstance(value, int) else str(value)
         lines.append(f"| {r.get('module', '')} | {r['name']} | {shown} | {r.get('unit', '')} | "
-                     f"{r.get('goal') or ''} | {r.get('note') or ''} |")
+                     f"{r.get('goal') or ''} | {(r.get('measured_at') or '')[:16]} | {r.get('note') or ''} |")
     (out / "latest.md").write_text("\n".join(lines) + "\n")
 
 
@@ -147,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: done in {time.monotonic() - t0:.0f}s", flush=True)
         finally:
             ctx.close()
-    info = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine()}
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for r in results:
+        r["measured_at"] = now
+    info = {"date": now, "machine": machine()}
+    if args.only:
+        results = merged(args.out / "latest.json", results)
     write_report(results, info, args.out)
     print(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
     return 1 if failures else 0

@@ -418,6 +418,8 @@ def _task_publisher(options: dict, sink_id: str, batch_id: int, base, length_s: 
             "partition": pa.array([m[2] for m in messages], pa.int32()),
             "timestamp": pa.array([stamp] * len(messages), pa.int64())})
         cfg = WriteConfig.parse({**options, "exactlyOnce": "true"})
+        # a fresh producer per task: Spark may run this partition in another Python worker
+        # next batch, and a producer kept here would then be fenced by that one's
         records, _ = publish_once(cfg, sink_id, TaskContext.get().partitionId(), batch_id, iter([out]))
         yield pa.RecordBatch.from_pydict({"records": [records], "late": [late]})
 

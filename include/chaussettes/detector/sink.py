@@ -15,6 +15,7 @@ windows, one stats row per group — never a row per key. Per micro-batch:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -61,13 +62,13 @@ class IncidentSink:
 
     def explain(self, events: list[dict]) -> dict[str, dict]:
         """alert_id -> tops, for the firing and escalated events (see the module docstring):
-        one read of the lines of every ingest batch they came from. A source that cannot
-        be read again (socket) gives explanations without tops."""
+        one Spark job over the lines of the ingest batches they came from. A source that
+        cannot be read again (socket) gives explanations without tops."""
         from pyspark.sql import functions as F
 
-        wanted = [e for e in events if e["event"] != "resolved"]
-        where = source_mod.span(e.get("source") for e in wanted)
-        if not where:
+        wanted = [e for e in events if e["event"] != "resolved" and e.get("source")]
+        origins = {json.dumps(e["source"], sort_keys=True) for e in wanted}
+        if not origins:
             return {}
         esm = self.settings.error_status_min
         spans = [(e, _micros(e["window_start"]), _micros(e["window_end"])) for e in wanted]
@@ -83,7 +84,11 @@ class IncidentSink:
             cond = cond & keys
         parsed = None
         try:
-            parsed = Parsed(source_mod.reread(self.spark, self.settings, where))
+            lines = [source_mod.reread(self.spark, self.settings, json.loads(o)) for o in sorted(origins)]
+            lines = [df for df in lines if df is not None]
+            if not lines:
+                return {}
+            parsed = Parsed(functools.reduce(lambda a, b: a.unionByName(b), lines))
             errors = parsed.events.where(cond).select(t.alias("t"), "ip", "url",
                                                       F.col("status").cast("string").alias("status"))
             return alerts_mod.top_errors(errors.toPandas(), spans)

@@ -68,22 +68,6 @@ def origin(source: str, partitions: Iterable[Mapping[str, Any]]) -> dict | None:
     return None
 
 
-def span(origins: Iterable[Mapping[str, Any] | None]) -> dict | None:
-    """One origin that covers several micro-batches' (their Kafka ranges joined: a
-    partition's batches follow each other; their files together)."""
-    kafka: dict[str, dict[str, list[int]]] = {}
-    files: set[str] = set()
-    for where in origins:
-        for topic, parts in ((where or {}).get("kafka") or {}).items():
-            for part, (start, end) in parts.items():
-                lo, hi = kafka.setdefault(topic, {}).setdefault(part, [start, end])
-                kafka[topic][part] = [min(lo, start), max(hi, end)]
-        files.update((where or {}).get("files") or ())
-    if kafka:
-        return {"kafka": kafka}
-    return {"files": sorted(files)} if files else None
-
-
 def reread(spark, settings, where: Mapping[str, Any] | None):
     """The lines of a micro-batch again, from its ``origin`` (None when it has none)."""
     from pyspark.sql import functions as F

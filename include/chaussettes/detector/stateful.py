@@ -160,7 +160,9 @@ class WindowStateProcessor(StatefulProcessor):
 
         kind, shard = str(key[0]), int(key[1])
         values = [v for pdf in rows for v in pdf["value"]]
-        if kind not in ("global", "ip", "url"):  # the clock: it only moves the watermark
+        if kind == channel.CLOCK:  # it moves the watermark; it says how far the ingest's batches are in
+            done = max(channel.decode(v)[0].batch for v in values)
+            yield pd.DataFrame([{"type": "stats", "kind": kind, "key": "0", "payload": json.dumps({"applied": done})}])
             return
         state = GroupState(self, kind)
         out: list[dict] = []
@@ -184,7 +186,7 @@ class WindowStateProcessor(StatefulProcessor):
         import pandas as pd
 
         kind, shard = str(key[0]), int(key[1])
-        if kind not in ("global", "ip", "url"):
+        if kind == channel.CLOCK:
             return
         state = GroupState(self, kind)
         state.timer = None  # it fired: Spark has removed it

@@ -4,7 +4,8 @@ Keys: ``schemas.STATUS_KEYS`` (what the supervisor and the operations page rely 
 ingest's progress, lag, totals, thresholds) plus ``recent_global_windows`` (the last ~60
 judged global windows, for the page's chart), ``incidents`` (open ones first, then the
 latest resolved, bounded), ``incidents_open`` and ``incident_events_total`` (from the
-state store's key groups), ``state_rows``, ``watermark``, ``late_total``,
+state store's key groups), ``state_rows``, ``incidents_applied_batch`` (the last ingest batch the stateful query has
+read: how far behind it is), ``watermark``, ``late_total``,
 ``archive_error`` / ``archive_pending`` (file outputs waiting for a retry) and a few more.
 Readers never see half a file: temp file + rename. An observer (the metrics endpoint) is
 told every document written.
@@ -62,6 +63,7 @@ class StatusWriter:
             "incident_events_total": {"firing": 0, "escalated": 0, "resolved": 0},
             "state_rows": 0, "evaluations_total": 0, "late_total": 0, "events_total": 0,
             "archive_error": None, "archive_pending": 0, "incidents_batch_id": None,
+            "incidents_applied_batch": None,
         })
 
     def _write(self) -> None:
@@ -149,7 +151,10 @@ class StatusWriter:
         stats (state rows, open incidents, counters) and the global windows it judged."""
         with self._lock:
             for s in stats:
-                self._groups[(s["kind"], s["shard"])] = s
+                if s["kind"] == "clock":  # the last ingest batch the stateful query has read
+                    self.doc["incidents_applied_batch"] = s["applied"]
+                else:
+                    self._groups[(s["kind"], s["shard"])] = s
             for e in events:
                 if e["event"] == "resolved":
                     self._open.pop(e["incident_id"], None)

@@ -151,7 +151,8 @@ class OffsetClient:
         self.consumer = Consumer({**cfg.consumer_conf(cfg.group_id), "fetch.wait.max.ms": 5})
         self._checked = False
         self._admin = None
-        self._probe = None  # a consumer for record times (timestamp_at)
+        self._probe = None  # a consumer for record times (timestamps_at)
+        self._times: dict[tuple, int | None] = {}  # (tp, offset) -> record time, most recent last
 
     def close(self) -> None:
         if self._probe is not None:
@@ -293,26 +294,38 @@ class OffsetClient:
                     return off
         return hi
 
-    def timestamp_at(self, tp: tuple[str, int], offset: int) -> int | None:
-        """The record time (epoch ms) of the record at ``offset``, None when unknown. One
-        fetch of a small batch (balanced_cut probes a few offsets per micro-batch)."""
-        from confluent_kafka import TopicPartition
+    def timestamps_at(self, wanted: dict[tuple[str, int], int]) -> dict[tuple[str, int], int | None]:
+        """The record time (epoch ms) at one offset of each partition asked, None when
+        unknown: one fetch round for them all (balanced_cut asks a few per micro-batch; a
+        batch's start was the previous one's end, and the end of a backlog stays put while
+        it is read, so most answers come from a small cache)."""
+        from confluent_kafka import Consumer, TopicPartition
 
-        if self._probe is None:
-            from confluent_kafka import Consumer
-
-            self._probe = Consumer({**self.cfg.consumer_conf(), "max.partition.fetch.bytes": 65536,
-                                    "queued.min.messages": 1})
-        self._probe.assign([TopicPartition(tp[0], tp[1], offset)])
-        deadline = time.monotonic() + self.cfg.timeout_s
-        while time.monotonic() < deadline:
-            for msg in self._probe.consume(1, 0.5):
-                if msg.error() is None and msg.offset() >= offset:
-                    kind, ts = msg.timestamp()
-                    return ts if kind != 0 and ts > 0 else None
-                if msg.error() is not None and msg.error().code() == _PARTITION_EOF:
-                    return None
-        return None
+        out = {tp: self._times[(tp, off)] for tp, off in wanted.items() if (tp, off) in self._times}
+        todo = {tp: off for tp, off in wanted.items() if tp not in out}
+        if todo:
+            if self._probe is None:
+                self._probe = Consumer({**self.cfg.consumer_conf(), "max.partition.fetch.bytes": 65536,
+                                        "fetch.wait.max.ms": 5,
+                                        "queued.min.messages": 1})
+            self._probe.assign([TopicPartition(t, p, off) for (t, p), off in todo.items()])
+            deadline = time.monotonic() + self.cfg.timeout_s
+            while todo and time.monotonic() < deadline:
+                for msg in self._probe.consume(len(todo), 0.5):
+                    tp = (msg.topic(), msg.partition())
+                    if tp not in todo:
+                        continue
+                    if msg.error() is None and msg.offset() >= todo[tp]:
+                        kind, ts = msg.timestamp()
+                        out[tp] = ts if kind != 0 and ts > 0 else None
+                        self._times[(tp, todo.pop(tp))] = out[tp]
+                    elif msg.error() is not None and msg.error().code() == _PARTITION_EOF:
+                        out[tp] = None
+                        todo.pop(tp)
+            self._probe.unassign()
+            while len(self._times) > 4096:
+                self._times.pop(next(iter(self._times)))
+        return {tp: out.get(tp) for tp in wanted}
 
     def commit(self, end: dict[tuple[str, int], int]) -> None:
         from confluent_kafka import TopicPartition
@@ -656,7 +669,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             end.setdefault(tp, pos)  # a partition no longer listed keeps its position
         end.update(self._recreated(start, ids, marks))
         if isinstance(limit, ReadMaxRows):
-            end = balanced_cut(begin, end, limit.max_rows, self.client.timestamp_at)
+            end = balanced_cut(begin, end, limit.max_rows, self.client.timestamps_at)
         return with_topic_ids(to_json(end), {**start.get(TOPIC_IDS_KEY, {}), **ids})
 
     def _beyond_end(self, tp: tuple[str, int], position: int, low: int, high: int) -> int:
@@ -738,45 +751,43 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             self._client = None
 
 
-CUT_ROUNDS = 3  # probes per lagging partition and batch beyond its two ends (balanced_cut)
+CUT_ROUNDS = 2  # refinement probes per lagging partition and batch (balanced_cut): ~1 s of record time apart
 
 
-def balanced_cut(begin, end, max_rows: int, timestamp_at) -> dict:
+def balanced_cut(begin, end, max_rows: int, timestamps_at) -> dict:
     """Cap a batch at ``max_rows`` records, cutting every partition at about the same
     record time, so that partitions advance together in event time: a partition that a
     burst made denser (a flood keyed by the client's IP) is not read ahead of, or behind,
     the others — its lines would then reach windows that the other partitions' lines have
     not filled yet.
 
-    ``timestamp_at(tp, offset)``: the record time (ms) at an offset, or None. Each lagging
-    partition is probed at both ends of its lag and then at its cut, ``CUT_ROUNDS`` times;
-    between probes its offsets are taken as growing linearly with time. Without usable
-    record times (none, or all equal), the cap is shared in proportion to the lags."""
+    ``timestamps_at({tp: offset})``: the record time (ms) at one offset of each partition
+    asked (None when unknown), in one round trip. Each lagging partition is probed at both
+    ends of its lag and then at its cut, ``CUT_ROUNDS`` times; between probes its offsets
+    are taken as growing linearly with time. Without usable record times (none, or all
+    equal), the cap is shared in proportion to the lags."""
     lags = {tp: end[tp] - begin.get(tp, end[tp]) for tp in end}
     if sum(max(0, n) for n in lags.values()) <= max_rows:
         return end
     lagging = [tp for tp, n in lags.items() if n > 0]
-    points: dict = {}
-    for tp in lagging:
-        ends = {begin[tp]: timestamp_at(tp, begin[tp]), end[tp] - 1: timestamp_at(tp, end[tp] - 1)}
-        if any(ts is None for ts in ends.values()):
-            return _rate_limit(begin, end, max_rows)
-        points[tp] = ends
+    firsts = timestamps_at({tp: begin[tp] for tp in lagging})
+    lasts = timestamps_at({tp: end[tp] - 1 for tp in lagging})
+    if any(firsts.get(tp) is None or lasts.get(tp) is None for tp in lagging):
+        return _rate_limit(begin, end, max_rows)
+    points = {tp: {begin[tp]: firsts[tp], end[tp] - 1: lasts[tp]} for tp in lagging}
     if len({ts for pts in points.values() for ts in pts.values()}) < 2:
         return _rate_limit(begin, end, max_rows)
     cut = {}
     for round_ in range(CUT_ROUNDS + 1):
         t = _time_for(points, begin, max_rows)
         cut = {tp: _offset_at(points[tp], t, begin[tp], end[tp]) for tp in lagging}
-        fresh = [(tp, off) for tp, off in cut.items() if off not in points[tp] and off - 1 not in points[tp]
-                 and begin[tp] < off < end[tp]]
+        fresh = {tp: off - 1 for tp, off in cut.items() if begin[tp] < off < end[tp] and off - 1 not in points[tp]}
         if not fresh or round_ == CUT_ROUNDS:
             break
-        for tp, off in fresh:
-            ts = timestamp_at(tp, off - 1)
+        for tp, ts in timestamps_at(fresh).items():
             if ts is None:
                 return _rate_limit(begin, end, max_rows)
-            points[tp][off - 1] = ts
+            points[tp][fresh[tp]] = ts
     out = dict(end)
     for tp in lagging:
         out[tp] = cut[tp]
