@@ -104,7 +104,9 @@ def platform(broker, tmp_path_factory):
         assert procs.wait_until(lambda: procs.port_open(s.detector_metrics_port), 120), procs.tail(base / "detector.log")
         assert procs.wait_until(lambda: procs.port_open(s.relay_metrics_port), 60), procs.tail(base / "relay.log")
         started["generator"] = procs.start(
-            [sys.executable, str(REPO / "jobs" / "generate_logs.py"), "--rate", "300", "--duration", "150",
+            # long enough for the watermark to pass flood A's resolution (its last traffic + a
+            # window) and for every endpoint to be up when Prometheus is checked, last
+            [sys.executable, str(REPO / "jobs" / "generate_logs.py"), "--rate", "300", "--duration", "360",
              "--error-rate", "0.05", "--seed", "11", "--scenario", str(base / "scenario.json"),
              "--metrics-port", str(s.generator_metrics_port), "--quiet"], base / "generator.log", env=env)
         yield Platform(s, base, webhook, manager, f"http://127.0.0.1:{prom_port}", silence_b, time.time(), started)

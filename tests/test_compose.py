@@ -209,6 +209,13 @@ def test_topics_match_the_settings_of_the_local_stack(services):
     init = services["kafka-init"]["environment"]
     assert init["TOPIC_LOGS"] == s.topic_logs and int(init["LOGS_PARTITIONS"]) == s.logs_partitions
     assert init["TOPIC_ALERTS"] == s.topic_alerts and int(init["ALERTS_PARTITIONS"]) == s.alerts_partitions
+    # the detector's channel topic, created with its partitions and ACLs before it starts
+    from chaussettes.detector.pipeline import DetectorConfig, counts_topic
+
+    assert init["TOPIC_WINDOW_COUNTS"] == counts_topic(s, DetectorConfig())
+    assert int(init["WINDOW_COUNTS_PARTITIONS"]) == s.window_counts_partitions
+    script = (REPO / "docker" / "kafka" / "kafka-init.sh").read_text()
+    assert '--topic "$TOPIC_WINDOW_COUNTS"' in script and "--transactional-id chaussettes" in script
     for name in ("generator", "detector", "calibration", "airflow-scheduler"):
         env = services[name]["environment"]
         assert env["CHAUSSETTES_TOPIC_LOGS"] == s.topic_logs

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from airflow.api_fastapi.app import create_auth_manager
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from airflow.api_fastapi.core_api.security import get_user
 from chaussettes.ops.app import create_app
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -67,8 +69,9 @@ def test_api_shows_what_the_detector_published(settings, new_topic):
     assert published, f"no alert on {s.topic_alerts}; status: {status_file}; {det.stderr[-1500:]}"
     assert {"ip"} <= {a["kind"] for a in published}
 
+    create_auth_manager()  # Airflow's configured one (the simple auth manager) checks the role
     app = create_app(s)
-    app.dependency_overrides[get_user] = lambda: {"username": "test-ops"}
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="test-ops", role="viewer")
     client = TestClient(app)
 
     body = client.get("/api/alerts", params={"limit": 5000}).json()

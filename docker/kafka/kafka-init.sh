@@ -9,11 +9,15 @@ set -euo pipefail
 BS=127.0.0.1:29092
 BIN="${KAFKA_BIN:-/opt/kafka/bin}"
 : "${TOPIC_LOGS:?}" "${TOPIC_ALERTS:?}" "${LOGS_PARTITIONS:?}" "${ALERTS_PARTITIONS:?}"
+: "${TOPIC_WINDOW_COUNTS:?}" "${WINDOW_COUNTS_PARTITIONS:?}"
 
 "$BIN/kafka-topics.sh" --bootstrap-server "$BS" --create --if-not-exists \
   --topic "$TOPIC_LOGS" --partitions "$LOGS_PARTITIONS" --replication-factor 1
 "$BIN/kafka-topics.sh" --bootstrap-server "$BS" --create --if-not-exists \
   --topic "$TOPIC_ALERTS" --partitions "$ALERTS_PARTITIONS" --replication-factor 1
+# the detector's own topic between its two queries (window counts per key group)
+"$BIN/kafka-topics.sh" --bootstrap-server "$BS" --create --if-not-exists \
+  --topic "$TOPIC_WINDOW_COUNTS" --partitions "$WINDOW_COUNTS_PARTITIONS" --replication-factor 1
 
 umask 077
 credentials="$(mktemp)"
@@ -37,6 +41,11 @@ acl() { "$BIN/kafka-acls.sh" --bootstrap-server "$BS" --add --force "$@" >/dev/n
 acl --allow-principal User:generator --operation Write --operation Describe --topic "$TOPIC_LOGS"
 acl --allow-principal User:detector --operation Read --operation Describe --topic "$TOPIC_LOGS"
 acl --allow-principal User:detector --operation Write --operation Describe --topic "$TOPIC_ALERTS"
+acl --allow-principal User:detector --operation Read --operation Write --operation Describe \
+  --topic "$TOPIC_WINDOW_COUNTS"
+# exactly once: the detector publishes each micro-batch in a transaction (ids chaussettes-*)
+acl --allow-principal User:detector --operation Write --operation Describe \
+  --transactional-id chaussettes --resource-pattern-type prefixed
 acl --allow-principal User:calibration --operation Read --operation Describe --topic "$TOPIC_LOGS"
 acl --allow-principal User:ops --operation Read --operation Describe --topic "$TOPIC_ALERTS"
 acl --allow-principal User:ops --operation Describe --topic "$TOPIC_LOGS"
@@ -48,4 +57,5 @@ acl --allow-principal User:airflow --operation Read --operation Describe --topic
 for user in detector calibration ops airflow relay; do
   acl --allow-principal "User:$user" --operation Read --group chaussettes --resource-pattern-type prefixed
 done
-echo "kafka-init: topics $TOPIC_LOGS x$LOGS_PARTITIONS, $TOPIC_ALERTS x$ALERTS_PARTITIONS; ACLs set"
+echo "kafka-init: topics $TOPIC_LOGS x$LOGS_PARTITIONS, $TOPIC_ALERTS x$ALERTS_PARTITIONS," \
+  "$TOPIC_WINDOW_COUNTS x$WINDOW_COUNTS_PARTITIONS; ACLs set"

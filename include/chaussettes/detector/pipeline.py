@@ -155,6 +155,7 @@ class Detector:
 
         self.sink = IncidentSink(spark, settings, status, cfg.alerts_topic or settings.topic_alerts)
         self.queries: list = []
+        self.stopped = threading.Event()
 
     @property
     def available_now(self) -> bool:
@@ -205,7 +206,8 @@ class Detector:
         if self.available_now:
             # the stateful query reads what the ingest published: it runs once that is all out
             self.start_ingest().awaitTermination()
-            self.start_stateful().awaitTermination()
+            if not self.stopped.is_set():
+                self.start_stateful().awaitTermination()
             return
         self.start_ingest()
         self.start_stateful()
@@ -218,6 +220,7 @@ class Detector:
                 raise q.exception()
 
     def stop(self) -> None:
+        self.stopped.set()
         for q in self.queries:
             try:
                 q.stop()

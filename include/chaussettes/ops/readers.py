@@ -21,7 +21,7 @@ from typing import Any
 
 from chaussettes import alertmanager, artifacts, procs
 from chaussettes.incident_events import SEVERITY_RANK, InvalidRecord, fold_incidents, parse_event, parse_time
-from chaussettes.schemas import ALERT_COLUMNS, ALERT_KINDS, STATUS_KEYS
+from chaussettes.schemas import ALERT_COLUMNS, ALERT_KINDS, INCIDENT_EVENT_COLUMNS, STATUS_KEYS
 from chaussettes.supervisor import DEFAULT_STALL_AFTER_S
 
 # Detector health, with the supervisor's stall limit: no micro-batch for STALL_AFTER_S while
@@ -357,8 +357,12 @@ def read_alerts_tail(settings, topic: str | None = None, per_partition: int = TA
 
 
 def public_alert(alert: dict) -> dict:
-    """An alert as the API shows it: the ALERT_FIELDS, then where it was read."""
-    shown = {k: alert.get(k) for k in ALERT_COLUMNS}
+    """A record of ``alerts`` as the API shows it: an incident event's fields
+    (schemas.INCIDENT_EVENT_COLUMNS, ``resolved_at`` on a resolution) or an older per-window
+    alert's (ALERT_COLUMNS), then where it was read."""
+    names = (INCIDENT_EVENT_COLUMNS + (("resolved_at",) if alert.get("event") == "resolved" else ())
+             if "event" in alert else ALERT_COLUMNS)
+    shown = {k: alert.get(k) for k in names}
     shown["partition"], shown["offset"] = alert.get("_partition"), alert.get("_offset")
     return shown
 
