@@ -81,10 +81,10 @@ def test_a_failed_calibration_notifies_alertmanager(airflow_env, receiving, tmp_
 def test_the_supervisor_giving_up_on_the_detector_notifies_alertmanager(airflow_env, receiving, tmp_path):
     manager, _ = receiving
     conf = settings_mod.load(env={}, home=tmp_path / "home", alertmanager_url=manager.url)
-    env = {**airflow_env, **conf.as_env()}
     dead_on_arrival = f"{sys.executable} -c 'import sys; sys.exit(3)'"
-    run = _dags_test(env, "streaming_detector", {"detector_command": dead_on_arrival, "poll_s": 1,
-                                                 "startup_grace_s": 10, "watch_minutes": 1})
+    # The command comes from Airflow's environment, never from a run's conf.
+    env = {**airflow_env, **conf.as_env(), "CHAUSSETTES_DETECTOR_COMMAND": dead_on_arrival}
+    run = _dags_test(env, "streaming_detector", {"poll_s": 1, "startup_grace_s": 10, "watch_minutes": 1})
     assert run.returncode != 0
     alerts = manager.alerts(alertname="ChaussettesPipeline", dag="streaming_detector")
     assert alerts, run.stdout[-3000:] + run.stderr[-3000:]

@@ -85,22 +85,18 @@ class Header:
 
 def encode(header: Header, table=None) -> bytes:
     """One message: an Arrow IPC stream of ``table`` (COUNT_COLUMNS) with the header."""
-    import pyarrow as pa
+    from chaussettes.detector.keyed_windows import to_ipc
 
     if table is None:
         table = empty_counts()
-    table = table.replace_schema_metadata({HEADER_KEY: header.to_json().encode("utf-8")})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return to_ipc(table.replace_schema_metadata({HEADER_KEY: header.to_json().encode("utf-8")}))
 
 
 def decode(value: bytes):
     """``(Header, pyarrow.Table)`` of a message."""
-    import pyarrow as pa
+    from chaussettes.detector.keyed_windows import from_ipc
 
-    table = pa.ipc.open_stream(value).read_all()
+    table = from_ipc(value)
     header = Header.from_json(table.schema.metadata[HEADER_KEY])
     return header, table.replace_schema_metadata(None)
 
