@@ -73,9 +73,6 @@ def test_spark_and_python_agree_on_many_rows(spark):
             (expect.threshold, expect.judged, expect.breach, expect.severity), r
         breaches += r.breach
     assert 0 < breaches < len(rows)
-    counts = J.replay_counts(J.judge(rates_df(spark, rows), t))
-    assert counts[0]["alerts"] == breaches
-    assert counts[0]["evaluations"] == sum(J.judge_one(*row, t).judged for row in rows)
 
 
 def test_judge_without_overrides_and_on_a_stream(spark, tmp_path):

@@ -111,7 +111,6 @@ class _Ops(NamedTuple):
     maximum: Any
     minimum: Any
     where: Any  # where(condition, if_true, if_false)
-    let: Any = lambda value: value  # names an intermediate value (Spark: a column of its own)
 
 
 _PYTHON = _Ops(math.sqrt, max, min, lambda c, a, b: a if c else b)
@@ -124,9 +123,11 @@ def _numpy_ops() -> _Ops:
 
 
 class _SparkStages:
-    """The Spark form computes each intermediate value in a column of its own, in order
-    (``apply``): written as one expression, every use of a value would repeat its whole
-    tree (the baseline's lookup dozens of times), which Spark then plans and compiles."""
+    """The Spark form computes the rule's inputs (the baseline's lookup by kind and hour,
+    the kind's constants) in columns of their own first (``apply``): written in the one
+    expression, every use of them would repeat their whole tree. The arithmetic stays one
+    expression per output, whose common parts Spark's code generation computes once — and
+    ``IF(eligible, evidence, ...)`` computes the evidence only where it can matter."""
 
     def __init__(self, prefix: str):
         self.prefix = prefix
@@ -147,7 +148,7 @@ class _SparkStages:
             return x if isinstance(x, Column) else F.lit(x)
 
         return _Ops(F.sqrt, lambda a, b: F.greatest(lit(a), lit(b)), lambda a, b: F.least(lit(a), lit(b)),
-                    lambda c, a, b: F.when(c, lit(a)).otherwise(lit(b)), self.let)
+                    lambda c, a, b: F.when(c, lit(a)).otherwise(lit(b)))
 
     def apply(self, df, outputs: dict[str, Any]):
         """``df`` with the stages, then ``outputs`` (name -> column), temporaries dropped."""
@@ -160,8 +161,8 @@ class _SparkStages:
 def _evidence(ops: _Ops, e, mu, v, k3):
     """The z at which ``_limit`` reaches e errors (0 when e is not above the mean), written
     without a division by c, which may be 0."""
-    c = ops.let(ops.maximum(k3 / (v * 6.0), 0.0))
-    d = ops.let(ops.maximum(e - mu + c, 0.0))
+    c = ops.maximum(k3 / (v * 6.0), 0.0)
+    d = ops.maximum(e - mu + c, 0.0)
     return d * 2.0 / (ops.sqrt(v) + ops.sqrt(v + c * d * 4.0))
 
 
@@ -170,29 +171,48 @@ def _limit(ops: _Ops, mu, v, k3, z: float):
     return mu + ops.sqrt(v) * z + ops.maximum(k3 / (v * 6.0), 0.0) * (z * z - 1.0)
 
 
+def _moments(ops: _Ops, n, p, rho):
+    """n (at least 1), and the mean, variance and third cumulant of the errors of n requests
+    at baseline p with over-dispersion rho."""
+    n1 = ops.maximum(n, 1.0)  # a window has a request; this keeps 0 from dividing
+    phi = (n1 - 1.0) * rho + 1.0
+    mu = n1 * p
+    v = mu * (1.0 - p) * phi
+    k3 = v * (1.0 - p * 2.0) * phi
+    return n1, mu, v, k3
+
+
+def rate_evidence(requests, errors, baseline, dispersion):
+    """The evidence against a baseline rate (numpy arrays of doubles): ``_verdict``'s first
+    part, for the calibration's fit of the dispersion."""
+    import numpy as np
+
+    ops = _numpy_ops()
+    with np.errstate(all="ignore"):
+        _, mu, v, k3 = _moments(ops, requests, baseline, dispersion)
+        return _evidence(ops, errors, mu, v, k3)
+
+
 def _verdict(ops: _Ops, n, e, p, rho, z: float, min_requests, min_errors, chronic, lam, psi) -> dict[str, Any]:
     """The evidence rule (module doc) on doubles n, e, p, rho, lam, psi (arrays, columns or
     floats alike); ``chronic`` says where lam, psi apply (elsewhere they are 1.0)."""
-    let = ops.let
-    n1 = let(ops.maximum(n, 1.0))  # a window has a request; this keeps 0 from dividing
-    phi = let((n1 - 1.0) * rho + 1.0)
-    mu = let(n1 * p)
-    v = let(mu * (1.0 - p) * phi)
-    k3 = let(v * (1.0 - p * 2.0) * phi)
-    vc = let(lam * psi)
-    k3c = let(vc * psi)
-    by_rate_ev = let(_evidence(ops, e, mu, v, k3))
-    evidence = let(ops.where(chronic, ops.maximum(by_rate_ev, _evidence(ops, e, lam, vc, k3c)), by_rate_ev))
-    by_rate_limit = let(_limit(ops, mu, v, k3, z))
+    n1, mu, v, k3 = _moments(ops, n, p, rho)
+    vc = lam * psi
+    k3c = vc * psi
+    by_rate_ev = _evidence(ops, e, mu, v, k3)
+    evidence = ops.where(chronic, ops.maximum(by_rate_ev, _evidence(ops, e, lam, vc, k3c)), by_rate_ev)
+    by_rate_limit = _limit(ops, mu, v, k3, z)
     limit = ops.where(chronic, ops.minimum(by_rate_limit, _limit(ops, lam, vc, k3c, z)), by_rate_limit)
-    threshold = let(ops.minimum(ops.maximum(limit, min_errors - 1.0) / n1, 1.0))
-    judged = let(n >= min_requests)
-    breach = let(judged & (e >= min_errors) & (evidence > z))
+    threshold = ops.minimum(ops.maximum(limit, min_errors - 1.0) / n1, 1.0)
+    judged = n >= min_requests
+    eligible = judged & (e >= min_errors)
+    breach = eligible & (evidence > z)
     rate = e / n1
     by_rate = ops.where(rate < threshold * MAJOR_RATIO, 1, ops.where(rate < threshold * CRITICAL_RATIO, 2, 3))
     by_evidence = ops.where(evidence < z * MAJOR_RATIO, 1, ops.where(evidence < z * CRITICAL_RATIO, 2, 3))
     level = ops.where(breach, ops.minimum(by_rate, by_evidence), 0)
-    return {"evidence": evidence, "threshold": threshold, "judged": judged, "breach": breach, "level": level}
+    return {"evidence": evidence, "threshold": threshold, "judged": judged, "eligible": eligible, "breach": breach,
+            "level": level}
 
 
 # ----------------------------------------------------------------- plain Python
@@ -378,7 +398,8 @@ def keyed_frame(spark, thresholds: Thresholds):
 def with_verdict(df, thresholds: Thresholds, *, kind, requests, errors, window_start_s=None, key_baseline=None,
                  chronic_errors=None, chronic_dispersion=None, prefix: str = ""):
     """``df`` plus the evidence rule's verdict as columns ``{prefix}evidence``, ``threshold``,
-    ``judged``, ``breach`` and ``level``. ``kind``, ``requests``, ``errors``,
+    ``judged``, ``eligible`` (judged with enough errors: it breaches when its evidence is
+    above z), ``breach`` and ``level``. ``kind``, ``requests``, ``errors``,
     ``window_start_s`` (epoch seconds; needed unless the season is flat): columns of ``df``;
     ``key_baseline``, ``chronic_errors``, ``chronic_dispersion``: the columns of
     ``keyed_frame`` joined to the row (None: no key has its own baseline)."""
@@ -449,25 +470,3 @@ def _judge_evidence(rates_df, thresholds: Thresholds):
         F.when(F.col("__j_breach"), sev).otherwise(F.lit(None).cast("string")).alias("severity"),
         F.col("__j_evidence").alias("evidence"),
     )
-
-
-def replay_counts(judged_df, by: list[str] | None = None, weight: str | None = None) -> list[dict[str, Any]]:
-    """Judged and breaching evaluations (optionally grouped) of a judged batch DataFrame:
-    ``[{...by, "evaluations": n, "alerts": m, "alert_rate": m / n or None}]``. With
-    ``weight``, a row counts as that column's number of evaluations."""
-    from pyspark.sql import functions as F
-
-    by = list(by or [])
-    w = F.col(weight).cast("long") if weight else F.lit(1).cast("long")
-    agg = judged_df.groupBy(*by).agg(
-        F.sum(F.when(F.col("judged"), w).otherwise(F.lit(0))).alias("evaluations"),
-        F.sum(F.when(F.col("breach"), w).otherwise(F.lit(0))).alias("alerts"),
-    )
-    rows = []
-    for row in agg.collect():
-        d = row.asDict()
-        d["evaluations"] = int(d["evaluations"] or 0)
-        d["alerts"] = int(d["alerts"] or 0)
-        d["alert_rate"] = d["alerts"] / d["evaluations"] if d["evaluations"] else None
-        rows.append(d)
-    return rows
