@@ -104,11 +104,10 @@ def test_dispersion_fit_finds_binomial_and_over_dispersed_traffic():
 
 
 def _histograms(rows):
-    """rows: (segment, kind, judged, prev_bin, bin, windows)."""
+    """rows: (segment, kind, prev_bin, bin, windows)."""
     cols = list(zip(*rows))
     return fit.Histograms(segment=np.array(cols[0], dtype=object), kind=np.array(cols[1], dtype=object),
-                          judged=np.array(cols[2], dtype=bool), prev_bin=np.array(cols[3]), bin=np.array(cols[4]),
-                          windows=np.array(cols[5]))
+                          prev_bin=np.array(cols[2]), bin=np.array(cols[3]), windows=np.array(cols[4]))
 
 
 def test_evidence_bins_are_exact_at_the_grid():
@@ -126,7 +125,7 @@ def test_replay_counts_equal_a_brute_force_replay():
     # random windows in time order per key: the replay's alerts and incidents at any z are
     # what judging every window and counting the breaching ones after a quiet one gives
     rng = np.random.default_rng(9)
-    rows, windows = [], []
+    windows = []
     for key in range(60):
         ev = np.where(rng.random(40) < 0.3, rng.uniform(0, 12, 40), 0.0)
         judged = rng.random(40) < 0.9
@@ -137,9 +136,11 @@ def test_replay_counts_equal_a_brute_force_replay():
         for j in range(40):
             windows.append((seg, kind, judged[j], prev[j], ev[j]))
     cols = list(zip(*windows))
-    hist = _histograms([(s, k, j, int(pb), int(b), 1) for s, k, j, pb, b in zip(
-        cols[0], cols[1], cols[2], fit.evidence_bin(cols[3], 40), fit.evidence_bin(cols[4], 40))])
-    replay = fit.Replay.of(hist, 40)
+    hist = _histograms([(s, k, int(pb), int(b), 1) for s, k, pb, b in zip(
+        cols[0], cols[1], fit.evidence_bin(cols[3], 40), fit.evidence_bin(cols[4], 40))])
+    judged = {(s, k): sum(1 for w in windows if w[0] == s and w[1] == k and w[2]) for s in ("in", "out")
+              for k in ("global", "ip", "url")}
+    replay = fit.Replay.of(hist, judged, 40)
     for k in (0, 64, 200, 320, 700, 2560):
         z = k / 64
         for seg in ("in", "out"):
@@ -154,10 +155,10 @@ def test_replay_counts_equal_a_brute_force_replay():
 def test_the_budget_picks_the_smallest_z_for_good():
     # in-sample incidents by z: 30 up to 4, then 3 until 5, then 1 (a bump near 6), then 0
     def hist_at(z_lo, z_hi, count):
-        return [("in", "ip", True, fit.evidence_bin(z_lo, 40), fit.evidence_bin(z_hi, 40), count)]
+        return [("in", "ip", fit.evidence_bin(z_lo, 40), fit.evidence_bin(z_hi, 40), count)]
 
     rows = hist_at(0.0, 4.0, 27) + hist_at(0.0, 5.0, 2) + hist_at(0.0, 7.0, 1) + hist_at(5.9, 6.1, 1)
-    replay = fit.Replay.of(_histograms(rows), 40)
+    replay = fit.Replay.of(_histograms(rows), {}, 40)
     k, trace = fit.choose_z(replay, 1.0, Params(budget=3, z_min=3))
     assert k / 64 == 4.0 and (4.0, 3) in trace
     k, _ = fit.choose_z(replay, 1.0, Params(budget=1, z_min=3))  # 1 at 5.x, 2 near 6: from 6.1 on
@@ -167,7 +168,7 @@ def test_the_budget_picks_the_smallest_z_for_good():
     # the default least evidence, 4.75, whatever the budget allows
     assert fit.choose_z(replay, 10.0, Params(budget=3))[0] / 64 == 4.75
     with pytest.raises(CalibrationError, match="budget unreachable: .* 2 incidents in 1.00 days even at evidence 6"):
-        fit.choose_z(fit.Replay.of(_histograms(rows), 6), 1.0, Params(budget=0.5, z_min=3, z_max=6))
+        fit.choose_z(fit.Replay.of(_histograms(rows), {}, 6), 1.0, Params(budget=0.5, z_min=3, z_max=6))
 
 
 def test_out_of_sample_budget_allows_chance_not_more():

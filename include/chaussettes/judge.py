@@ -351,6 +351,13 @@ def min_requests_column(thresholds: Thresholds, kind_col: str = "kind"):
     return _per_kind(F.col(kind_col), {k: int(n) for k, n in thresholds.min_requests.items()}, "long")
 
 
+def min_errors_column(thresholds: Thresholds, kind_col: str = "kind"):
+    """The evidence rule's minimum of errors of each row's kind."""
+    from pyspark.sql import functions as F
+
+    return _per_kind(F.col(kind_col), thresholds.min_errors, "long")
+
+
 def season_index_column(season: str, window_start_s):
     """``thresholds.season_index`` on a Spark column of epoch seconds (exact integer arithmetic)."""
     from pyspark.sql import functions as F

@@ -11,9 +11,9 @@ key, for the millions of clients that send a handful of requests).
    (segment, kind, hour bucket, requests, errors) for the keys without a baseline of
    their own — the ``fit.Pool`` — and summed per key for those that qualify (and for
    global): ``fit.KeyStats``. One aggregation (grouping sets), one collect.
-3. ``evidence_histograms`` (pass 2): every window judged with the candidate thresholds by
-   ``judge.with_verdict`` — the detector's rule, Spark form — together with the window
-   one slide before it, and counted per (segment, kind, judged, evidence bin of both):
+3. ``evidence_histograms`` (pass 2): every window that may breach judged with the candidate
+   thresholds by ``judge.with_verdict`` — the detector's rule, Spark form — together with
+   the window one slide before it, and counted per (segment, kind, evidence bin of both):
    ``fit.Histograms``, from which the replay's alerts and incidents follow at any z.
 """
 
@@ -96,38 +96,45 @@ def _season_sql(season: str, start_s: str) -> str:
     return f"pmod({hours} + {WEEK_OFFSET_H}, 168)"
 
 
-def distributions(blocks, params: Params, frame: Frame, season: str) -> tuple[fit.Pool, fit.KeyStats, int]:
-    """Step 2 of the module doc; also the number of events with an event time (the global
-    blocks' sum: no scan of its own)."""
+def distributions(blocks, params: Params, frame: Frame, season: str) -> tuple[fit.Pool, fit.KeyStats, dict, int]:
+    """Step 2 of the module doc; also the judged windows per (segment, kind) — the replay's
+    evaluations — and the number of events with an event time (the global blocks' sum: no
+    scan of its own)."""
+    from pyspark.sql import functions as F
+
     wins = windows.block_windows(blocks, frame.steps, frame.first, frame.last,
                                  keep=["key_requests", "key_errors", "key_hours", "key_events"])
     own = _qualifies(params, frame)
+    mins = fit.min_requests_of(params)
+    min_req = f"CASE gid WHEN 1 THEN {mins['ip']} WHEN 2 THEN {mins['url']} ELSE {mins['global']} END"
     wins = wins.selectExpr(
         "gid", "key", "key_requests", "key_errors", "key_hours", "key_events",
         f"CAST(s >= {frame.split} AS INT) AS seg", f"{_season_sql(season, f's * {frame.slide_s}')} AS season",
-        "v", f"shiftright(v, {BITS}) AS e", f"{own} AS own")
+        "v", f"shiftright(v, {BITS}) AS e", f"{own} AS own", f"CAST((v & {MASK}) >= {min_req} AS BIGINT) AS judged")
     # the pool: windows of keys without a baseline of their own; per key: the others (and
-    # global, for its events count) — a column is null where its grouping does not apply
+    # global, for its events count); per segment and kind: the judged windows — a column is
+    # null where its grouping does not apply
     masked = wins.selectExpr(
-        "gid", "IF(own, NULL, seg) AS pool_seg", "IF(own, NULL, season) AS pool_season",
-        "IF(own, NULL, v) AS pool_v", "IF(own OR gid = 3, key, NULL) AS own_key",
+        "gid", "seg", "IF(own, NULL, seg) AS pool_seg", "IF(own, NULL, season) AS pool_season",
+        "IF(own, NULL, v) AS pool_v", "IF(own OR gid = 3, key, NULL) AS own_key", "judged",
         "IF(seg = 0, 1L, 0L) AS w_in", "IF(seg = 0, e, 0L) AS e_in", "IF(seg = 0, e * e, 0L) AS e2_in",
         "key_requests", "key_errors", "key_hours", "key_events")
-    from pyspark.sql import functions as F
-
     grouped = masked.groupingSets(
-        [["pool_seg", "gid", "pool_season", "pool_v"], ["gid", "own_key"]],
-        "pool_seg", "gid", "pool_season", "pool_v", "own_key",
-    ).agg(F.count(F.lit(1)).alias("windows"), F.sum("w_in").alias("w_in"), F.sum("e_in").alias("e_in"),
-          F.sum("e2_in").alias("e2_in"), F.max("key_requests").alias("key_requests"),
+        [["pool_seg", "gid", "pool_season", "pool_v"], ["gid", "own_key"], ["seg", "gid"]],
+        "pool_seg", "gid", "pool_season", "pool_v", "own_key", "seg",
+    ).agg(F.count(F.lit(1)).alias("windows"), F.sum("judged").alias("judged"), F.sum("w_in").alias("w_in"),
+          F.sum("e_in").alias("e_in"), F.sum("e2_in").alias("e2_in"), F.max("key_requests").alias("key_requests"),
           F.max("key_errors").alias("key_errors"), F.max("key_hours").alias("key_hours"),
-          F.max("key_events").alias("key_events"), F.expr("grouping(own_key) AS per_key"))
+          F.max("key_events").alias("key_events"), F.expr("grouping(own_key) AS no_key"),
+          F.expr("grouping(seg) AS no_seg"))
     table = grouped.toArrow()
     import pyarrow.compute as pc
 
-    per_key = pc.equal(table["per_key"], 0)  # own_key is grouped: a key's sums
-    pools = table.filter(pc.and_(pc.invert(per_key), pc.is_valid(table["pool_seg"])))
+    per_key = pc.equal(table["no_key"], 0)  # own_key is grouped: a key's sums
+    per_seg = pc.equal(table["no_seg"], 0)  # seg is grouped: judged windows
+    pools = table.filter(pc.and_(pc.and_(pc.invert(per_key), pc.invert(per_seg)), pc.is_valid(table["pool_seg"])))
     keys = table.filter(pc.and_(per_key, pc.is_valid(table["own_key"])))
+    segs = table.filter(per_seg)
 
     def arr(t, name, dtype=np.int64):
         return t[name].to_numpy().astype(dtype)
@@ -141,19 +148,28 @@ def distributions(blocks, params: Params, frame: Frame, season: str) -> tuple[fi
                          requests=arr(keys, "key_requests"), errors=arr(keys, "key_errors"),
                          hours=arr(keys, "key_hours"), windows=arr(keys, "w_in"),
                          sum_errors=arr(keys, "e_in", np.float64), sum_errors2=arr(keys, "e2_in", np.float64))
+    evaluations = {(seg, kind): 0 for seg in fit.SEGMENTS for kind in fit.KINDS}
+    for seg, kind, n in zip(arr(segs, "seg"), KINDS_OF_GID[arr(segs, "gid")], arr(segs, "judged")):
+        evaluations[(fit.SEGMENTS[seg], kind)] = int(n)
     events = arr(keys, "key_events")[kinds == "global"]
-    return pool, stats, int(events.sum()) if len(events) else 0
+    return pool, stats, evaluations, int(events.sum()) if len(events) else 0
 
 
 def evidence_histograms(blocks, thresholds: Thresholds, params: Params, frame: Frame) -> fit.Histograms:
-    """Step 3 of the module doc."""
+    """Step 3 of the module doc. Only a window with enough requests and errors to breach
+    (or after one) is judged: the others — most of a small site's clients' windows — can
+    neither alert nor start an incident (their judged count comes from ``distributions``)."""
     from pyspark.sql import functions as F
 
     wins = windows.block_windows(blocks, frame.steps, frame.first, frame.last, with_previous=True)
+    min_req = judge.min_requests_column(thresholds, "kind")
+    min_err = judge.min_errors_column(thresholds, "kind")
     wins = wins.selectExpr(
         f"{KIND_SQL} AS kind", "key", "gid", f"CAST(s >= {frame.split} AS INT) AS seg",
         f"v & {MASK} AS n", f"shiftright(v, {BITS}) AS e", f"v_prev & {MASK} AS n_prev",
         f"shiftright(v_prev, {BITS}) AS e_prev", f"s * {frame.slide_s} AS ws", f"(s - 1) * {frame.slide_s} AS ws_prev")
+    wins = wins.where(((F.col("n") >= min_req) & (F.col("e") >= min_err))
+                      | ((F.col("n_prev") >= min_req) & (F.col("e_prev") >= min_err)))
     keyed = judge.keyed_frame(wins.sparkSession, thresholds)
     extra = {}
     if keyed is not None:
@@ -170,14 +186,12 @@ def evidence_histograms(blocks, thresholds: Thresholds, params: Params, frame: F
         ceil = f"CAST(ceil({prefix}evidence * {fit.GRID}.0D) AS BIGINT)"
         return f"least(greatest({ceil} * CAST({prefix}eligible AS BIGINT) - 1L, -1L), {top}L)"
 
-    hist = wins.selectExpr("seg", "gid", "c_judged AS judged", f"{bin_of('p_')} AS prev_bin",
-                           f"{bin_of('c_')} AS bin").groupBy("seg", "gid", "judged", "prev_bin", "bin").count()
-    table = hist.toArrow()
+    table = wins.selectExpr("seg", "gid", f"{bin_of('p_')} AS prev_bin", f"{bin_of('c_')} AS bin") \
+        .groupBy("seg", "gid", "prev_bin", "bin").count().toArrow()
 
     def col(name):
         return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
 
     return fit.Histograms(segment=np.where(col("seg") == 0, "in", "out").astype(object),
-                          kind=KINDS_OF_GID[col("gid")],
-                          judged=col("judged").astype(bool), prev_bin=col("prev_bin").astype(np.int64),
+                          kind=KINDS_OF_GID[col("gid")], prev_bin=col("prev_bin").astype(np.int64),
                           bin=col("bin").astype(np.int64), windows=col("count").astype(np.int64))

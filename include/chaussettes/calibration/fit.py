@@ -8,8 +8,9 @@ Inputs (numpy arrays, see ``engine``):
   per window;
 - ``KeyStats``: per key that qualifies for a baseline of its own (and for global), its
   in-sample requests, errors, active hours and error-count moments per window;
-- ``Histograms``: per (segment, kind, judged), the window's evidence and the evidence of
-  the window one slide before it, both on the grid ``GRID`` (z = k / GRID).
+- ``Histograms``: per (segment, kind), the evidence of the windows that may breach and of
+  the window one slide before each, both on the grid ``GRID`` (z = k / GRID); with the
+  judged windows per (segment, kind), the replay.
 
 Steps:
 
@@ -99,12 +100,12 @@ class KeyStats:
 
 @dataclass(frozen=True)
 class Histograms:
-    """Windows per (segment, kind, judged, bin of the previous window's evidence, bin of the
-    window's evidence); bin b holds evidence in ((b) / GRID, (b + 1) / GRID], -1 none (0)."""
+    """Windows per (segment, kind, bin of the previous window's evidence, bin of the window's
+    evidence); bin b holds evidence in (b / GRID, (b + 1) / GRID], -1 none (0, or a window
+    without enough requests and errors to breach)."""
 
     segment: np.ndarray
     kind: np.ndarray
-    judged: np.ndarray
     prev_bin: np.ndarray
     bin: np.ndarray
     windows: np.ndarray
@@ -248,14 +249,13 @@ class Replay:
     top: int  # the last grid index (evidence above z_max)
 
     @classmethod
-    def of(cls, hist: Histograms, z_max: float) -> Replay:
+    def of(cls, hist: Histograms, evaluations: Mapping[tuple[str, str], int], z_max: float) -> Replay:
         top = math.ceil(z_max * GRID)
-        evaluations, alerts, incidents = {}, {}, {}
+        alerts, incidents = {}, {}
         for seg in SEGMENTS:
             for kind in KINDS:
                 m = (hist.segment == seg) & (hist.kind == kind)
                 w = hist.windows[m].astype(np.int64)
-                evaluations[(seg, kind)] = int(w[hist.judged[m]].sum())
                 b, pb = np.minimum(hist.bin[m], top), np.minimum(hist.prev_bin[m], top)
                 # alerts(k) = windows with bin >= k; incidents(k) = those with prev bin < k <= bin
                 per_bin = np.bincount(b + 1, weights=w, minlength=top + 2).astype(np.int64)
@@ -265,7 +265,7 @@ class Replay:
                 np.add.at(starts, pb[rising] + 1, w[rising])
                 np.add.at(starts, b[rising] + 1, -w[rising])
                 incidents[(seg, kind)] = np.cumsum(starts)[:top + 1]  # index k: pb < k <= b
-        return cls(evaluations, alerts, incidents, top)
+        return cls({key: int(evaluations.get(key, 0)) for key in alerts}, alerts, incidents, top)
 
     def at(self, seg: str, k: int) -> dict[str, Any]:
         by_kind = {}

@@ -142,7 +142,7 @@ def calibrate(events_df, params: Params, *, start: datetime | None = None, end: 
 def _calibrate_blocks(blocks, params: Params, frame: engine.Frame, season: str, lo, hi, split_at, source,
                       version, now, rows, timings, empty: str) -> Result:
     clock = time.perf_counter()
-    pool, keys, events = engine.distributions(blocks, params, frame, season)
+    pool, keys, evaluations, events = engine.distributions(blocks, params, frame, season)
     timings["distributions_s"] = time.perf_counter() - clock
     if rows is None:
         rows = events
@@ -182,7 +182,7 @@ def _calibrate_blocks(blocks, params: Params, frame: engine.Frame, season: str, 
     timings["fit_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    replay = fit.Replay.of(engine.evidence_histograms(blocks, candidate, params, frame), params.z_max)
+    replay = fit.Replay.of(engine.evidence_histograms(blocks, candidate, params, frame), evaluations, params.z_max)
     timings["replay_s"] = time.perf_counter() - clock
     days_in = (split_at - lo).total_seconds() / 86400
     days_out = (hi - split_at).total_seconds() / 86400
