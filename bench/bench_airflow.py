@@ -53,7 +53,8 @@ def calibration_dag(ctx, env, conf) -> dict:
     bench_calibration.generate(ctx.spark(), archive, EVENTS, hours=HOURS)
     end = bench_calibration.START + timedelta(hours=HOURS)
     params = {"source": "archive", "input": str(archive), "history_end": end.isoformat(),
-              "lookback_hours": HOURS, "min_history_rows": 1000, "min_evaluations": 10}
+              "lookback_hours": HOURS, "min_history_rows": 1000, "min_evaluations": 10,
+              "budget": bench_calibration.BUDGET}  # the history holds two floods and an outage in 6 hours
     t0 = time.monotonic()
     r = subprocess.run([AIRFLOW, "dags", "test", "calibrate_thresholds", "-c", json.dumps(params)],
                        env=env, capture_output=True, text=True, timeout=1800, check=False)

@@ -13,9 +13,10 @@ Nightly at 02:00 UTC, and on demand with **Trigger ▸ form** when traffic chang
 4. **calibrate** — `spark-submit jobs/calibrate_thresholds.py` through the `spark_default`
    connection (`AIRFLOW_CONN_SPARK_DEFAULT`); writes a *candidate* into the store's
    `candidates/` folder. A Spark failure fails the run with the job's own error in this log.
-5. **validate** — schema, then figures: in-sample alert rate within *tolerance* of the
-   *target*, enough judged evaluations, out-of-sample rate under its limit. A rejected
-   candidate stays in `candidates/` for inspection; the current version is untouched.
+5. **validate** — schema, then figures: in-sample incidents a day within the *budget*,
+   enough judged evaluations, the held-out tail within what chance allows at that budget
+   and its alert rate under its limit. A rejected candidate stays in `candidates/` for
+   inspection; the current version is untouched.
 6. **publish** — stored as the next immutable version `v<N>` and made current (atomic switch);
    emits an event on the `chaussettes_thresholds` asset with the version and its figures.
    With *dry_run* nothing is published.
@@ -55,13 +56,9 @@ PARAMS = {
     "window_length_s": Param(60, type="integer", minimum=10, maximum=3600, title="Window length (s)"),
     "window_slide_s": Param(10, type="integer", minimum=1, maximum=3600, title="Window slide (s)",
                             description="Must divide the window length."),
-    "percentile": Param(99.0, type="number", exclusiveMinimum=0, maximum=100, title="Percentile",
-                        description="Percentile of per-window error rates the thresholds start from."),
-    "target_alert_rate": Param(0.01, type="number", exclusiveMinimum=0, maximum=0.5,
-                               title="Target alert rate",
-                               description="Breaching evaluations / judged evaluations on replay (0.01 = 1%)."),
-    "tolerance": Param(0.005, type="number", minimum=0, maximum=0.5, title="Tolerance",
-                       description="How far from the target the replayed alert rate may be."),
+    "budget": Param(5.0, type="number", exclusiveMinimum=0, maximum=10000, title="Budget (incidents a day)",
+                    description="False incidents a day the whole site may raise: the replayed history may not "
+                                "have more; the evidence a breach needs rises until it does not."),
     "min_requests_global": Param(None, type=["null", "integer"], minimum=1, title="Min requests: global window",
                                  description="Below it a window is not judged. Empty: derived from the history."),
     "min_requests_ip": Param(None, type=["null", "integer"], minimum=1, title="Min requests: per IP window",
@@ -122,8 +119,7 @@ def calibrate_thresholds():
         p = context["params"]
         try:
             figures = calibration.check_candidate(
-                candidate, target=float(p["target_alert_rate"]), tolerance=float(p["tolerance"]),
-                min_evaluations=int(p["min_evaluations"]),
+                candidate, budget=float(p["budget"]), min_evaluations=int(p["min_evaluations"]),
                 max_out_of_sample=float(p["max_alert_rate_out_of_sample"]))
         except calibration.CandidateRejected as exc:
             print(f"candidate kept for inspection: {candidate}")

@@ -19,15 +19,17 @@ Sources
     glob) parsed by ``chaussettes.sparkparse``. Unparseable lines are counted and reported.
 
 What it does (``chaussettes.calibration`` has the details): the detector's windowed
-statistic over the history; min_requests per kind (given or derived); per-key overrides
-for keys whose normal error rate differs widely; global / ip / url thresholds at a
-percentile; replay through the detector's judging code in sample and on the held-out last
-part; the percentile moves within its bounds until the in-sample alert rate is within the
-tolerance of the target. The file is validated against the schema and written atomically,
-or nothing is written.
+statistic over the history; baselines per kind (by hour of the day with 7 days of history,
+of the week with 28) and per key with enough history (shrunk toward its kind's; chronic
+keys listed); each kind's over-dispersion; then the evidence threshold at which the
+detector's rule, replayed on the first 80 % of the history, gives at most ``--budget``
+incidents a day — checked on the held-out last 20 %. The file (seuils.json schema 2, the
+evidence rule) is validated against the schema and written atomically, or nothing is
+written.
 
 Exit status: 0 written (or ``--dry-run``), 1 no acceptable thresholds (empty or short
-history, target unreachable, ...), 2 bad usage. Errors are one line on stderr.
+history, budget unreachable or missed out of sample, ...), 2 bad usage. Errors are one line
+on stderr.
 """
 
 from __future__ import annotations
@@ -96,11 +98,11 @@ def parse_time(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def _min_requests(text: str) -> dict[str, int | None]:
-    """``auto`` | ``N`` (every kind) | ``global=50,ip=20,url=auto`` (others derived)."""
+def _per_kind(text: str, auto: bool = True) -> dict[str, int | None]:
+    """``auto`` | ``N`` (every kind) | ``global=50,ip=20,url=auto`` (others auto: None)."""
     out: dict[str, int | None] = {"global": None, "ip": None, "url": None}
     t = text.strip().lower()
-    if t in ("auto", "derive", ""):
+    if auto and t in ("auto", "derive", ""):
         return out
     try:
         if "=" not in t:
@@ -110,14 +112,25 @@ def _min_requests(text: str) -> dict[str, int | None]:
             kind = kind.strip()
             if kind not in out:
                 raise argparse.ArgumentTypeError(f"unknown kind {kind!r} (expected global, ip, url)")
-            out[kind] = None if value.strip() in ("auto", "") else int(value)
+            out[kind] = None if value.strip() in ("auto", "") and auto else int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, N or global=N,ip=N,url=N: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected {'auto, ' if auto else ''}N or global=N,ip=N,url=N: {text!r}") from None
     return out
 
 
+def _min_requests(text: str) -> dict[str, int | None]:
+    return _per_kind(text)
+
+
+def _min_errors(text: str) -> dict[str, int]:
+    given = _per_kind(text, auto=False)
+    default = cal.Params().min_errors
+    return {k: default[k] if v is None else v for k, v in given.items()}
+
+
 def _pin(text: str) -> tuple[str, str, float]:
-    """``KIND:KEY=RATE`` e.g. ``url:/login=0.9`` (the key may contain ':'; the rate is after the last '=')."""
+    """``KIND:KEY=RATE`` e.g. ``url:/login=0.4`` (the key may contain ':'; the rate is after the last '=')."""
     kind, sep, rest = text.partition(":")
     key, sep2, rate = rest.rpartition("=")
     if not sep or not sep2 or kind not in ("ip", "url") or not key:
@@ -141,22 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the document's version (default: Unix time; the artifact store renumbers on publish)")
     out.add_argument("--dry-run", action="store_true", help="compute and validate, write nothing")
     out.add_argument("--summary-json", help="also write the figures as JSON here")
-    fit = p.add_argument_group("thresholds")
-    fit.add_argument("--percentile", type=_float, default=d.percentile,
-                     help="starting percentile of window error rates, in (0, 100] (default 99)")
-    fit.add_argument("--percentile-min", type=_float, default=d.percentile_min)
-    fit.add_argument("--percentile-max", type=_float, default=d.percentile_max)
-    fit.add_argument("--no-adjust", action="store_true", help="fail rather than move the percentile")
-    fit.add_argument("--global-method", choices=("percentile", "fraction"), default=d.global_method)
-    fit.add_argument("--global-fraction", type=_float, default=d.global_fraction,
-                     help="fraction method: threshold = overall error rate x (1 + this)")
-    fit.add_argument("--target-alert-rate", type=_float, default=d.target_alert_rate)
-    fit.add_argument("--tolerance", type=_float, default=d.tolerance)
-    fit.add_argument("--oos-tolerance", default=str(d.oos_tolerance),
-                     help="out-of-sample tolerance, or 'none' to only report it")
+    fit = p.add_argument_group("the evidence rule")
+    fit.add_argument("--budget", type=_float, default=d.budget,
+                     help=f"incidents a day the whole site may raise on the replayed history (default {d.budget:g})")
     fit.add_argument("--holdout", type=_float, default=d.holdout,
                      help="last share of the time range kept out of sample, in [0, 1)")
-    fit.add_argument("--min-threshold", type=_float, default=d.min_threshold)
+    fit.add_argument("--oos-confidence", type=_float, default=d.oos_confidence,
+                     help="the held-out tail may exceed the budget by chance up to this Poisson quantile")
+    fit.add_argument("--min-errors", type=_min_errors, default=dict(d.min_errors),
+                     help="N or global=N,ip=N,url=N: fewer errors in a window never breach (default 3)")
+    fit.add_argument("--season", choices=cal.params.SEASON_CHOICES, default=d.season,
+                     help="baselines by hour: auto (hour_of_week from 28 days of history, hour_of_day from 7)")
+    fit.add_argument("--z-min", type=_float, default=d.z_min, help="the evidence threshold's lower bound")
+    fit.add_argument("--z-max", type=_float, default=d.z_max, help="... and upper bound")
+    fit.add_argument("--rate-floor", type=_float, default=d.rate_floor, help="baselines stay in [floor, 1 - floor]")
+    fit.add_argument("--resolve-after", type=int, default=d.resolve_after,
+                     help="written to the file: quiet judged windows that resolve an incident")
     fit.add_argument("--min-windows", type=int, default=d.min_windows,
                      help="fewest in-sample global windows (else the history is too short)")
     win = p.add_argument_group("windows (same as the detector)")
@@ -166,17 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     win.add_argument("--error-status-min", type=int, help="an error is status >= this (default settings, 400)")
     mr = p.add_argument_group("min_requests")
     mr.add_argument("--min-requests", type=_min_requests, default=_min_requests("auto"),
-                    help="auto (derive), N, or global=N,ip=N,url=N")
-    mr.add_argument("--min-requests-precision", type=_float, default=d.min_requests_precision)
-    mr.add_argument("--min-requests-floor", type=int, default=d.min_requests_floor)
-    ov = p.add_argument_group("overrides")
-    ov.add_argument("--override-min-windows", type=int, default=d.override_min_windows)
-    ov.add_argument("--override-min-coverage", type=_float, default=d.override_min_coverage)
-    ov.add_argument("--override-ratio", type=_float, default=d.override_ratio)
-    ov.add_argument("--override-min-delta", type=_float, default=d.override_min_delta)
-    ov.add_argument("--max-overrides", type=int, default=d.max_overrides)
-    ov.add_argument("--pin", type=_pin, action="append", default=[], metavar="KIND:KEY=RATE",
-                    help="a fixed override, e.g. url:/login=0.9 (repeatable)")
+                    help="auto (the kind's min errors), N, or global=N,ip=N,url=N")
+    keys = p.add_argument_group("baselines of their own")
+    keys.add_argument("--key-min-requests", type=int, default=d.key_min_requests,
+                      help="in-sample requests a key needs for a baseline of its own")
+    keys.add_argument("--key-min-coverage", type=_float, default=d.key_min_coverage,
+                      help="share of the in-sample hours it must be seen in (an incident is not a normal)")
+    keys.add_argument("--key-prior", type=_float, default=d.key_prior,
+                      help="requests' worth of its kind's baseline it is shrunk toward")
+    keys.add_argument("--max-keys", type=int, default=d.max_keys, help="per kind, those with the most requests")
+    keys.add_argument("--chronic-ratio", type=_float, default=d.chronic_ratio,
+                      help="chronic: a baseline this many times its kind's ...")
+    keys.add_argument("--chronic-delta", type=_float, default=d.chronic_delta, help="... and this much above it")
+    keys.add_argument("--pin", type=_pin, action="append", default=[], metavar="KIND:KEY=RATE",
+                      help="a fixed baseline, e.g. url:/login=0.4 (repeatable)")
     p.add_argument("--master", help="Spark master when not run by spark-submit (e.g. local[2])")
     return p
 
@@ -185,26 +201,18 @@ def parse_args(argv=None):
     """Arguments, settings and calibration parameters; UsageError (one line) if bad."""
     args = build_parser().parse_args(argv)
     settings = settings_mod.load(bootstrap_servers=args.bootstrap_servers)
-    oos = args.oos_tolerance.strip().lower()
-    try:
-        oos_tolerance = None if oos in ("none", "off", "") else float(oos)
-    except ValueError:
-        raise UsageError(f"argument --oos-tolerance: not a number: {args.oos_tolerance!r}") from None
     pins: dict[str, dict[str, float]] = {}
     for kind, key, rate in args.pin:
         pins.setdefault(kind, {})[key] = rate
     params = cal.Params(
-        percentile=args.percentile, percentile_min=args.percentile_min, percentile_max=args.percentile_max,
-        adjust=not args.no_adjust, global_method=args.global_method, global_fraction=args.global_fraction,
-        target_alert_rate=args.target_alert_rate, tolerance=args.tolerance, oos_tolerance=oos_tolerance,
-        holdout=args.holdout, length_s=args.window_length, slide_s=args.window_slide,
-        watermark_s=args.watermark,
+        budget=args.budget, holdout=args.holdout, oos_confidence=args.oos_confidence,
+        length_s=args.window_length, slide_s=args.window_slide, watermark_s=args.watermark,
         error_status_min=args.error_status_min if args.error_status_min is not None else settings.error_status_min,
-        min_requests=args.min_requests, min_requests_precision=args.min_requests_precision,
-        min_requests_floor=args.min_requests_floor, min_threshold=args.min_threshold,
-        override_min_windows=args.override_min_windows, override_min_coverage=args.override_min_coverage,
-        override_ratio=args.override_ratio, override_min_delta=args.override_min_delta,
-        max_overrides=args.max_overrides, pins=pins, min_windows=args.min_windows,
+        min_requests=args.min_requests, min_errors=args.min_errors, season=args.season,
+        key_min_requests=args.key_min_requests, key_min_coverage=args.key_min_coverage, key_prior=args.key_prior,
+        max_keys=args.max_keys, chronic_ratio=args.chronic_ratio, chronic_delta=args.chronic_delta,
+        rate_floor=args.rate_floor, z_min=args.z_min, z_max=args.z_max, resolve_after=args.resolve_after,
+        pins=pins, min_windows=args.min_windows,
     )
     try:
         cal.check_params(params)
@@ -352,7 +360,7 @@ def read_history(spark, args, settings):
 def transform(events, args, params, info, rows=None):
     """The pure part: calibration.calibrate on the events (raises CalibrationError).
     ``rows`` None: calibrate counts the events in a pass it makes anyway."""
-    empty = f"no event in {args.source} {info.get('input')}{cal._range_text(args.start, args.end)}"
+    empty = f"no event in {args.source} {info.get('input')}{cal.range_text(args.start, args.end)}"
     if rows == 0:
         raise cal.CalibrationError(empty)
     source = {k: v for k, v in info.items() if not k.startswith("_")}
@@ -396,7 +404,7 @@ def main(argv=None, spark=None) -> int:
         if args.summary_json:
             figures = {"output": str(path) if path else None, "seconds": round(seconds, 2), "rows": rows,
                        "unparseable": info.get("unparseable", 0), "version": result.doc["version"],
-                       "validation": result.doc["validation"], "percentile": result.fit.percentile,
+                       "validation": result.doc["validation"], "z": result.summary["z"],
                        "timings": {k: round(v, 3) for k, v in result.timings.items()}}
             Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
         return 0

@@ -99,9 +99,9 @@ def test_calibration_triggered_through_the_rest_api_publishes_a_version(airflow)
 
     # Out of bounds: refused with the reason, no run created.
     status, body = _call("POST", f"{base}/api/v2/dags/{dag}/dagRuns", token,
-                         {"logical_date": None, "conf": {"percentile": 150}})
+                         {"logical_date": None, "conf": {"budget": -1}})
     assert status == 400, body
-    assert "percentile" in json.dumps(body)
+    assert "budget" in json.dumps(body)
 
     run_conf = {"source": "files", "input": str(history), "history_end": HISTORY_END,
                 "lookback_hours": 1, "min_history_rows": 1000, "min_evaluations": 10}

@@ -30,11 +30,9 @@ def run(argv, capsys, spark=None):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--percentile", "0"], "percentile must be in (0, 100]"),
-    (["--percentile", "100.5"], "percentile must be in (0, 100]"),
-    (["--percentile", "abc"], "not a number"),
-    (["--tolerance", "-0.01"], "tolerance must be >= 0"),
-    (["--target-alert-rate", "1.5"], "target-alert-rate"),
+    (["--budget", "0"], "budget must be > 0"),
+    (["--budget", "abc"], "not a number"),
+    (["--oos-confidence", "1"], "oos-confidence"),
     (["--holdout", "1"], "holdout"),
     (["--start", "yesterday"], "not an ISO-8601 time"),
     (["--start", "2026-11-20T01:00:00Z", "--end", "2026-11-20T00:00:00Z"], "is not before --end"),
@@ -42,10 +40,13 @@ def run(argv, capsys, spark=None):
     (["--source", "files"], "needs --input"),
     (["--min-requests", "ip=x"], "expected auto"),
     (["--min-requests", "status=3"], "unknown kind"),
+    (["--min-errors", "ip=0"], "min-errors for ip must be >= 1"),
+    (["--min-errors", "auto"], "expected N or global=N"),
+    (["--season", "monthly"], "invalid choice"),
     (["--pin", "/login=0.9"], "expected ip:KEY=RATE"),
-    (["--pin", "url:/login=7"], "rate must be in [0, 1]"),
+    (["--pin", "url:/login=1"], "strictly between 0 and 1"),
     (["--window-length", "60", "--window-slide", "7"], "multiple of the slide"),
-    (["--oos-tolerance", "lots"], "oos-tolerance"),
+    (["--z-min", "50"], "z-min < z-max"),
     (["--surprise"], "unrecognized arguments"),
 ])
 def test_usage_errors_exit_2_before_spark(args, fragment, capsys, tmp_path):
@@ -59,10 +60,10 @@ def test_usage_errors_exit_2_before_spark(args, fragment, capsys, tmp_path):
 def test_usage_error_from_a_real_process(tmp_path):
     out = tmp_path / "seuils.json"
     proc = subprocess.run([sys.executable, str(REPO / "jobs" / "calibrate_thresholds.py"),
-                           "--percentile", "0", "--output", str(out)],
+                           "--budget", "0", "--output", str(out)],
                           check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "percentile must be in (0, 100]" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "budget must be > 0" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
@@ -71,12 +72,12 @@ def test_help_lists_the_interface(capsys):
         job.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--source", "--input", "--start", "--end", "--output", "--percentile", "--global-method",
-                 "--target-alert-rate", "--tolerance", "--window-length", "--min-requests", "--pin"):
+    for flag in ("--source", "--input", "--start", "--end", "--output", "--budget", "--min-errors", "--season",
+                 "--holdout", "--key-min-requests", "--window-length", "--min-requests", "--pin"):
         assert flag in text
 
 
-COMMON = ["--min-requests", "global=50,ip=10,url=10", "--override-min-windows", "30"]
+COMMON = ["--min-requests", "global=50,ip=10,url=10"]
 
 
 def test_data_errors_exit_1_and_write_nothing(spark, small_archive, tmp_path, capsys):
@@ -94,10 +95,12 @@ def test_data_errors_exit_1_and_write_nothing(spark, small_archive, tmp_path, ca
           "--end", (T0 + timedelta(minutes=4)).isoformat()], "history too short"),
         (["--source", "files", "--input", str(garbage)], "no parseable line among 3"),
         (["--source", "files", "--input", str(tmp_path / "missing*.log")], "no log file"),
-        (["--source", "archive", "--input", str(small_archive), "--percentile", "90", "--no-adjust"],
-         "not reached"),
-        (["--source", "archive", "--input", str(small_archive), "--percentile", "90",
-          "--percentile-min", "85", "--percentile-max", "91"], "unreachable"),
+        # a client's flood in sample, stronger than any evidence allowed: the budget cannot be met
+        (["--source", "archive", "--input", str(small_archive), "--z-max", "10"],
+         "budget unreachable: the in-sample history has"),
+        # the same flood in the held-out half: more incidents than chance allows at the budget
+        (["--source", "archive", "--input", str(small_archive), "--holdout", "0.5", "--oos-confidence", "0.5"],
+         "out of sample: 1 incidents in 0.01 days (ip 1)"),
     ]
     for args, fragment in cases:
         code, err = run([*args, *COMMON, "--output", str(out)], capsys, spark=spark)
@@ -111,15 +114,15 @@ def test_data_errors_exit_1_and_write_nothing(spark, small_archive, tmp_path, ca
 def test_a_good_run_writes_and_a_later_bad_run_keeps_the_file(spark, small_archive, tmp_path, capsys):
     out = tmp_path / "seuils.json"
     code = job.main(["--source", "archive", "--input", str(small_archive), *COMMON, "--output", str(out),
-                     "--version", "12"], spark=spark)
+                     "--version", "12", "--budget", "500"], spark=spark)
     printed = capsys.readouterr().out
     assert code == 0, printed
     before = out.read_bytes()
     assert b'"version": 12' in before
-    for word in ("rows", "windows", "thresholds", "validation alert rate", "written"):
+    for word in ("rows", "windows", "baselines", "evidence   z", "chronic url /login", "validation", "written"):
         assert word in printed
     code, _ = run(["--source", "archive", "--input", str(small_archive), *COMMON, "--output", str(out),
-                     "--percentile", "90", "--no-adjust"], capsys, spark=spark)
+                   "--z-max", "10"], capsys, spark=spark)
     assert code == 1 and out.read_bytes() == before  # a failed run never touches the published file
     # --dry-run computes and validates but writes nothing
     dry = tmp_path / "dry.json"

@@ -1,216 +1,202 @@
-"""chaussettes.calibration: the pure parts (no Spark): percentiles, min_requests,
-overrides, the percentile adjustment loop, parameter checks."""
+"""chaussettes.calibration's pure part (no Spark): baselines by kind, hour and key,
+over-dispersion, the replay's counts from evidence bins, the budget, parameter checks."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-import pandas as pd
 import pytest
-from chaussettes import calibration as cal
+from chaussettes import judge
+from chaussettes.calibration import fit
+from chaussettes.calibration.params import CalibrationError, Params, check_params, season_for
 
 
-def test_percentile_is_linear_interpolation_like_numpy():
-    rng = np.random.default_rng(1)
-    for n in (1, 2, 3, 10, 101, 1000):
-        values = rng.random(n)
-        for p in (0.1, 1, 25, 50, 90, 99, 99.9, 100):
-            assert cal.percentile(values, p) == pytest.approx(np.percentile(values, p), abs=1e-15)
-    assert cal.percentile([0.0, 1.0], 50) == 0.5
-    assert cal.percentile([3.0], 99) == 3.0
-    with pytest.raises(ValueError):
-        cal.percentile([], 50)
+def _pool(rows):
+    """rows: (segment, kind, season, requests, errors, windows)."""
+    cols = list(zip(*rows))
+    return fit.Pool(segment=np.array(cols[0], dtype=object), kind=np.array(cols[1], dtype=object),
+                    season=np.array(cols[2], dtype=np.int64), requests=np.array(cols[3], dtype=np.int64),
+                    errors=np.array(cols[4], dtype=np.int64), windows=np.array(cols[5], dtype=np.int64))
 
 
-def test_summary_and_judged_sample_of_collected_windows():
-    # compressed windows as collect_windows gives them: a row stands for `windows` windows
-    frame = pd.DataFrame([
-        ("rows", "global", "*", 1000, 0, 0),
-        ("in", "global", "*", 100, 5, 3), ("in", "global", "*", 80, 8, 1), ("out", "global", "*", 90, 9, 2),
-        ("in", "ip", "a", 4, 1, 10), ("in", "ip", "a", 10, 5, 2), ("in", "ip", "b", 7, 0, 5),
-        ("out", "ip", "b", 9, 9, 4), ("in", "url", "/x", 30, 3, 6),
-    ], columns=["segment", "kind", "key", "requests", "errors", "windows"])
-    stats = cal.rate_summary(frame)
-    assert stats["rows"] == 1000
-    assert stats["windows"] == {"in": {"global": 4, "ip": 17, "url": 6}, "out": {"global": 2, "ip": 4}}
-    assert (stats["requests"], stats["errors"]) == (380, 23) and stats["overall_rate"] == 23 / 380
-    # the medians of the expanded in-sample requests: [80, 100 x3], [4 x10, 7 x5, 10 x2], [30 x6]
-    assert stats["median_requests"] == {"global": 100.0, "ip": 4.0, "url": 30.0}
-    assert "rows" not in cal.rate_summary(frame[frame["segment"] != "rows"])
-    judged = cal.judged_sample(frame, {"global": 90, "ip": 5, "url": 30})
-    assert {kind: sorted(zip(j.names[j.codes], j.rates, j.counts)) for kind, j in judged.items()} == {
-        "global": [("*", 0.05, 3)], "ip": [("a", 0.5, 2), ("b", 0.0, 5)], "url": [("/x", 0.1, 6)]}
+def test_kind_baselines_flat_by_hour_with_fallback_and_floor():
+    params = Params(season_prior=0.0, season_min_requests=100)
+    rows = [("in", "global", 0, 600, 60, 10), ("in", "global", 1, 600, 6, 10), ("out", "global", 0, 600, 600, 50),
+            ("in", "ip", 0, 6, 0, 100), ("in", "ip", 5, 6, 3, 2),  # hour 5: 2 requests, falls back
+            ("in", "url", 0, 60, 0, 1000), ("in", "url", 1, 60, 0, 1000)]
+    base = fit.kind_baselines(_pool(rows), "hour_of_day", 6, params)
+    g = base["global"]
+    assert g.rate == pytest.approx(66 / 1200) and g.requests == 2000  # window sums / 6 steps = events
+    assert g.by_season[0] == pytest.approx(0.1) and g.by_season[1] == pytest.approx(0.01)
+    assert g.fallback_hours == list(range(2, 24))  # no request: the flat baseline, said in the report
+    assert base["ip"].by_season[5] == base["ip"].rate and 5 in base["ip"].fallback_hours
+    # no error at all: the floor, not 0 (the rule's variance must not vanish)
+    assert base["url"].rate == params.rate_floor and set(base["url"].by_season) == {params.rate_floor}
+    flat = fit.kind_baselines(_pool(rows), "flat", 6, params)
+    assert flat["global"].by_season is None and flat["global"].rate == g.rate
+    # a prior pulls a thin hour toward the flat rate
+    shrunk = fit.kind_baselines(_pool(rows), "hour_of_day", 6, Params(season_prior=1000.0, season_min_requests=1))
+    assert g.by_season[1] < shrunk["global"].by_season[1] < g.rate
 
 
-def test_weighted_rates_equal_expanded():
-    rng = np.random.default_rng(4)
-    for _ in range(50):
-        values = rng.integers(0, 30, rng.integers(1, 15)) / 29  # equal values among them too
-        counts = rng.integers(1, 9, len(values))
-        expanded = np.sort(np.repeat(values, counts))
-        rates = cal.Rates.of(values, counts)
-        assert len(rates) == len(expanded)
-        for p in (0.5, 1, 50, 97.3, 99, 100):
-            assert rates.percentile(p) == cal.percentile_sorted(expanded, p)
-        for t in (-1.0, 0.0, values[0], 0.5, 1.0):
-            assert rates.above(t) == int((expanded > t).sum())
-    with pytest.raises(ValueError):
-        cal.Rates.of([]).percentile(50)
+def test_season_follows_the_history_length():
+    assert season_for(Params(), 6.9) == "flat"
+    assert season_for(Params(), 7) == "hour_of_day"
+    assert season_for(Params(), 28) == "hour_of_week"
+    assert season_for(Params(season="flat"), 60) == "flat"
 
 
-def test_grouped_percentile_equals_each_group_alone():
-    rng = np.random.default_rng(6)
-    codes = np.concatenate([np.arange(7), rng.integers(0, 7, 300)])
-    rates, counts = rng.random(len(codes)).round(2), rng.integers(1, 5, len(codes))
-    for p in (50, 99):
-        sizes, at = cal.grouped_percentile(codes, rates, counts, 7, p)
-        for g in range(7):
-            mine = codes == g
-            assert sizes[g] == counts[mine].sum()
-            assert at[g] == cal.percentile(np.repeat(rates[mine], counts[mine]), p)
+def _stats(rows):
+    """rows: (kind, key, requests, errors, windows, sum_errors, sum_errors2)."""
+    cols = list(zip(*rows))
+    return fit.KeyStats(kind=np.array(cols[0], dtype=object), key=np.array(cols[1], dtype=object),
+                        requests=np.array(cols[2]), errors=np.array(cols[3]), hours=np.full(len(rows), 24),
+                        windows=np.array(cols[4]), sum_errors=np.array(cols[5], dtype=float),
+                        sum_errors2=np.array(cols[6], dtype=float))
 
 
-def test_derived_min_requests():
-    # 5% errors, +/-0.1 at 99%: 2.326^2 * .05 * .95 / .01 = 25.7 -> 26
-    assert cal.derived_min_requests(0.05, 0.1, 5, 1000) == 26
-    assert cal.derived_min_requests(0.05, 0.1, 5, 12) == 12  # at most the median window size
-    assert cal.derived_min_requests(0.05, 0.1, 5, 2) == 5  # never below the floor
-    assert cal.derived_min_requests(0.0, 0.1, 5, 1000) == 5
-    got = cal.derive_min_requests(
-        {"global": np.array([500.0] * 9), "ip": np.array([3.0, 40.0, 40.0]), "url": np.array([])},
-        0.05, cal.Params(min_requests={"global": None, "ip": None, "url": 7}))
-    assert got == {"global": 26, "ip": 26, "url": 7}
+def test_key_baselines_shrink_list_chronic_keys_and_respect_pins_and_the_cap():
+    kinds = {k: fit.KindBaseline(rate=0.02, by_season=None, requests=10**6) for k in ("global", "ip", "url")}
+    stats = _stats([
+        ("url", "/login", 10_000, 4_000, 1000, 3000.0, 3000.0 * 3 + 4000.0),  # 40% failing: chronic
+        ("url", "/", 50_000, 500, 1000, 50.0, 60.0),  # 1%: its own, lower baseline
+        ("ip", "66.249.1.1", 3000, 180, 800, 150.0, 300.0),  # a crawler: 6%, below 2% + 5%: not chronic
+        ("ip", "10.9.9.9", 600, 600, 300, 600.0, 1500.0),  # always failing: chronic, never exempt
+    ])
+    params = Params(key_prior=200.0)
+    keys = fit.key_baselines(stats, kinds, params)
+    assert keys.baselines["url"]["/login"] == pytest.approx((4000 + 200 * 0.02) / 10_200)
+    assert keys.baselines["url"]["/"] == pytest.approx((500 + 4) / 50_200)
+    assert keys.baselines["ip"]["66.249.1.1"] == pytest.approx(184 / 3200)
+    assert keys.baselines["ip"]["10.9.9.9"] < 1 - params.rate_floor + 1e-12  # never a pass
+    assert set(keys.chronic["url"]) == {"/login"} and set(keys.chronic["ip"]) == {"10.9.9.9"}
+    lam, psi = keys.chronic["url"]["/login"]
+    assert lam == 3.0 and psi == pytest.approx(max(1.0, (13_000 / 1000 - 9) / 3))
+    assert keys.chronic["ip"]["10.9.9.9"] == (2.0, 1.0)  # under-dispersed counts: psi floored at 1
+    # pins are kept as given; the cap keeps the keys with the most requests
+    pinned = fit.key_baselines(stats, kinds, Params(pins={"url": {"/login": 0.5}}, max_keys=1))
+    assert pinned.baselines["url"] == {"/login": 0.5, "/": pytest.approx(504 / 50_200)}
+    assert pinned.baselines["ip"] == {"66.249.1.1": pytest.approx(184 / 3200)} and pinned.beyond_max["ip"] == 1
 
 
-def _frame(rows):
-    return pd.DataFrame(rows, columns=["kind", "key", "error_rate"])
+def test_dispersion_fit_finds_binomial_and_over_dispersed_traffic():
+    rng = np.random.default_rng(7)
+    n = rng.integers(50, 400, 20_000)
+    base = fit.KindBaseline(rate=0.05, by_season=None, requests=int(n.sum()))
+
+    def pool_of(errors):
+        return _pool([("in", "url", 0, int(a), int(b), 1) for a, b in zip(n, errors)])
+
+    rho, note = fit.fit_dispersion(pool_of(rng.binomial(n, 0.05)), "url", base)
+    assert rho < 0.002, note
+    # beta-binomial with intra-window correlation 0.02: found within a factor of 2
+    a = 0.05 * (1 / 0.02 - 1)
+    p = rng.beta(a, a * 19, len(n))
+    rho, note = fit.fit_dispersion(pool_of(rng.binomial(n, p)), "url", base)
+    assert 0.01 < rho < 0.04, note
+    # the rule then sees about 5% of the windows beyond the 5% level
+    ev = judge.rate_evidence(n.astype(float), rng.binomial(n, p).astype(float), np.full(len(n), 0.05), rho)
+    assert 0.03 < (ev > fit.Z_REF).mean() < 0.07
+    # too few windows expecting an error: binomial, and the report says why
+    rho, note = fit.fit_dispersion(_pool([("in", "ip", 0, 3, 1, 50)]), "ip", base)
+    assert rho == 0.0 and "fewer than" in note
 
 
-def _judged(rows):
-    return cal.judged_by_kind(_frame(rows))
+def _histograms(rows):
+    """rows: (segment, kind, prev_bin, bin, windows)."""
+    cols = list(zip(*rows))
+    return fit.Histograms(segment=np.array(cols[0], dtype=object), kind=np.array(cols[1], dtype=object),
+                          prev_bin=np.array(cols[2]), bin=np.array(cols[3]), windows=np.array(cols[4]))
 
 
-def test_select_overrides_keeps_persistent_outliers_not_incidents():
-    rng = np.random.default_rng(3)
-    rows = []
-    n_windows = 100
-    for w in range(n_windows):
-        for u in range(10):
-            rows.append(("url", f"/p{u}", rng.uniform(0, 0.1)))
-        rows.append(("url", "/login", rng.uniform(0.35, 0.5)))  # always high: its normal
-        if w < 10:
-            rows.append(("url", "/broken", 0.9))  # an outage: 10% of the history
-        rows.append(("ip", "10.0.0.1", rng.uniform(0, 0.1)))
-    judged = _judged(rows)
-    params = cal.Params(override_min_windows=5)
-    chosen = cal.select_overrides(judged, n_windows, params)
-    assert chosen == {"ip": [], "url": ["/login"]}
-    # coverage: with a 5% bar the outage qualifies too (it is then "normal")
-    assert "/broken" in cal.select_overrides(judged, n_windows, cal.Params(
-        override_min_windows=5, override_min_coverage=0.05))["url"]
-    # pinned keys are not learnt again
-    assert cal.select_overrides(judged, n_windows, cal.Params(
-        override_min_windows=5, pins={"url": {"/login": 0.9}}))["url"] == []
-    assert cal.select_overrides(judged, n_windows, cal.Params(max_overrides=0)) == {"ip": [], "url": []}
+def test_evidence_bins_are_exact_at_the_grid():
+    z = np.array([0.0, 1 / 64, 1 / 64 + 1e-12, 3.0, 3.0 - 1e-12, 100.0])
+    assert fit.evidence_bin(z, 40).tolist() == [-1, 0, 1, 191, 191, 2560]
+    # evidence > k / 64 exactly when the bin is >= k
+    rng = np.random.default_rng(2)
+    ev = np.concatenate([rng.uniform(0, 10, 2000), np.arange(0, 640) / 64])
+    bins = fit.evidence_bin(ev, 40)
+    for k in (0, 1, 64, 191, 192, 500):
+        assert ((ev > k / 64) == (bins >= k)).all()
 
 
-def _sample(params, pool_sizes=(200, 2000, 1000), seed=5):
-    rng = np.random.default_rng(seed)
-    rows = [("global", "*", r) for r in rng.beta(2, 30, pool_sizes[0])]
-    rows += [("ip", f"10.0.0.{i % 50}", r) for i, r in enumerate(rng.beta(1, 20, pool_sizes[1]))]
-    rows += [("url", f"/u{i % 20}", r) for i, r in enumerate(rng.beta(1, 25, pool_sizes[2]))]
-    rows += [("url", "/login", r) for r in rng.uniform(0.3, 0.5, 100)]
-    frame = _frame(rows)
-    judged = cal.judged_by_kind(frame)
-    overrides = cal.select_overrides(judged, 100, params)
-    return cal.build_sample(judged, overrides, params.pins, 0.05), frame
+def test_replay_counts_equal_a_brute_force_replay():
+    # random windows in time order per key: the replay's alerts and incidents at any z are
+    # what judging every window and counting the breaching ones after a quiet one gives
+    rng = np.random.default_rng(9)
+    windows = []
+    for key in range(60):
+        ev = np.where(rng.random(40) < 0.3, rng.uniform(0, 12, 40), 0.0)
+        judged = rng.random(40) < 0.9
+        ev = np.where(judged, ev, 0.0)
+        kind = ("global", "ip", "url")[key % 3]
+        seg = "in" if key < 45 else "out"
+        prev = np.concatenate([[0.0], ev[:-1]])
+        for j in range(40):
+            windows.append((seg, kind, judged[j], prev[j], ev[j]))
+    cols = list(zip(*windows))
+    hist = _histograms([(s, k, int(pb), int(b), 1) for s, k, pb, b in zip(
+        cols[0], cols[1], fit.evidence_bin(cols[3], 40), fit.evidence_bin(cols[4], 40))])
+    judged = {(s, k): sum(1 for w in windows if w[0] == s and w[1] == k and w[2]) for s in ("in", "out")
+              for k in ("global", "ip", "url")}
+    replay = fit.Replay.of(hist, judged, 40)
+    for k in (0, 64, 200, 320, 700, 2560):
+        z = k / 64
+        for seg in ("in", "out"):
+            mine = [w for w in windows if w[0] == seg]
+            want_alerts = sum(w[4] > z for w in mine)
+            want_incidents = sum(w[4] > z and not w[3] > z for w in mine)
+            got = replay.at(seg, k)
+            assert (got["alerts"], got["incidents"]) == (want_alerts, want_incidents), (seg, z)
+            assert got["evaluations"] == sum(bool(w[2]) for w in mine)
 
 
-def test_fit_counts_like_a_brute_force_judge():
-    params = cal.Params(override_min_windows=50)
-    sample, frame = _sample(params)
-    fit = cal.fit_thresholds(sample, 97.0, params)
-    assert "/login" in fit.overrides["url"]
-    alerts = 0
-    for r in frame.itertuples():
-        if r.kind == "global":
-            t = fit.global_rate
-        else:
-            t = fit.overrides[r.kind].get(r.key, fit.defaults[r.kind])
-        alerts += r.error_rate > t
-    assert (fit.alerts, fit.evaluations) == (alerts, len(frame))
-    # /login's windows did not raise the url default
-    assert fit.defaults["url"] < 0.3
+def test_the_budget_picks_the_smallest_z_for_good():
+    # in-sample incidents by z: 30 up to 4, then 3 until 5, then 1 (a bump near 6), then 0
+    def hist_at(z_lo, z_hi, count):
+        return [("in", "ip", fit.evidence_bin(z_lo, 40), fit.evidence_bin(z_hi, 40), count)]
+
+    rows = hist_at(0.0, 4.0, 27) + hist_at(0.0, 5.0, 2) + hist_at(0.0, 7.0, 1) + hist_at(5.9, 6.1, 1)
+    replay = fit.Replay.of(_histograms(rows), {}, 40)
+    k, trace = fit.choose_z(replay, 1.0, Params(budget=3, z_min=3))
+    assert k / 64 == 4.0 and (4.0, 3) in trace
+    k, _ = fit.choose_z(replay, 1.0, Params(budget=1, z_min=3))  # 1 at 5.x, 2 near 6: from 6.1 on
+    assert k == math.ceil(6.1 * 64) and replay.incidents_total("in")[k] <= 1
+    k, _ = fit.choose_z(replay, 10.0, Params(budget=3, z_min=3))  # 30 allowed over 10 days: z_min
+    assert k == 3 * 64
+    # the default least evidence, 4.75, whatever the budget allows
+    assert fit.choose_z(replay, 10.0, Params(budget=3))[0] / 64 == 4.75
+    with pytest.raises(CalibrationError, match="budget unreachable: .* 2 incidents in 1.00 days even at evidence 6"):
+        fit.choose_z(fit.Replay.of(_histograms(rows), {}, 6), 1.0, Params(budget=0.5, z_min=3, z_max=6))
 
 
-def test_compressed_windows_fit_like_every_window():
-    params = cal.Params(override_min_windows=50)
-    _, frame = _sample(params)
-    frame["error_rate"] = frame["error_rate"].round(2)  # so that windows repeat
-    compressed = frame.groupby(["kind", "key", "error_rate"]).size().reset_index(name="windows")
-    assert len(compressed) < len(frame) / 3
-    fits = []
-    for rows in (frame, compressed):
-        judged = cal.judged_by_kind(rows)
-        overrides = cal.select_overrides(judged, 100, params)
-        fit = cal.fit_thresholds(cal.build_sample(judged, overrides, params.pins, 0.05), 97.0, params)
-        fits.append((overrides, fit.threshold_values(), fit.alerts, fit.evaluations))
-    assert fits[0] == fits[1]
-    assert fits[0][0]["url"] == ["/login"] and fits[0][3] == len(frame)
-
-
-def test_adjustment_reaches_the_target_and_monotone():
-    params = cal.Params(percentile=90.0, percentile_min=80, percentile_max=99.9, target_alert_rate=0.01,
-                        tolerance=0.001, override_min_windows=50)
-    sample, _ = _sample(params)
-    fit, trace = cal.adjust_percentile(sample, params)
-    assert abs(fit.alert_rate - 0.01) <= 0.001
-    assert fit.percentile > 90 and len(trace) > 2
-    rates = [cal.fit_thresholds(sample, p, params).alert_rate for p in (85, 90, 95, 99, 99.9)]
-    assert rates == sorted(rates, reverse=True)
-
-
-def test_adjustment_off_or_unreachable_fails_with_figures():
-    params = cal.Params(percentile=90.0, adjust=False, override_min_windows=50)
-    sample, _ = _sample(params)
-    with pytest.raises(cal.CalibrationError, match=r"not reached: .*at percentile 90"):
-        cal.adjust_percentile(sample, params)
-    # the bounds cannot reach 1%: 90..91 gives ~9-10%
-    params = cal.Params(percentile=90.0, percentile_min=89, percentile_max=91, override_min_windows=50)
-    with pytest.raises(cal.CalibrationError) as err:
-        cal.adjust_percentile(sample, params)
-    msg = str(err.value)
-    assert "unreachable" in msg and "percentile 91" in msg and "percentile-max" in msg and "\n" not in msg
-    # all-zero rates: any positive threshold gives 0 alerts, target 1% +/- 0.5% is out of reach
-    zero = cal.Sample(pool={kind: cal.Rates.of(np.zeros(100)) for kind in cal.KINDS},
-                      keyed={"ip": {}, "url": {}}, overall_rate=0.0)
-    with pytest.raises(cal.CalibrationError, match="unreachable"):
-        cal.adjust_percentile(zero, cal.Params())
-
-
-def test_global_fraction_method():
-    params = cal.Params(global_method="fraction", global_fraction=0.5)
-    sample, _ = _sample(params)
-    fit = cal.fit_thresholds(sample, 99, params)
-    assert fit.global_rate == pytest.approx(0.075)
+def test_out_of_sample_budget_allows_chance_not_more():
+    assert fit.poisson_quantile(0.0, 0.99) == 0
+    assert fit.poisson_quantile(3.0, 0.99) == 8  # P(Poisson(3) <= 8) = 0.996 > 0.99 > P(<= 7)
+    figures = {"incidents": 9, "by_kind": {"ip": {"incidents": 7}, "url": {"incidents": 2}, "global": {"incidents": 0}}}
+    with pytest.raises(CalibrationError) as err:
+        fit.validate_out_of_sample(figures, 0.6, Params(budget=5))
+    assert "out of sample: 9 incidents in 0.60 days (ip 7, url 2)" in str(err.value)
+    assert "at most 8 by chance" in str(err.value)
+    assert fit.validate_out_of_sample({**figures, "incidents": 8}, 0.6, Params(budget=5)) == 8
 
 
 @pytest.mark.parametrize("change, fragment", [
-    ({"percentile": 0}, "percentile must be in (0, 100]"),
-    ({"percentile": 101}, "percentile must be in (0, 100]"),
-    ({"percentile": float("nan")}, "percentile"),
-    ({"percentile_min": 99.5}, "outside [percentile-min 99.5"),
-    ({"percentile_min": 99.95}, "above percentile-max"),
-    ({"tolerance": -0.01}, "tolerance must be >= 0"),
-    ({"oos_tolerance": -1}, "oos-tolerance"),
-    ({"target_alert_rate": 0}, "target-alert-rate"),
+    ({"budget": 0}, "budget must be > 0"),
+    ({"budget": float("nan")}, "budget must be > 0"),
     ({"holdout": 1}, "holdout"),
+    ({"oos_confidence": 1.0}, "oos-confidence"),
     ({"length_s": 60, "slide_s": 7}, "multiple"),
-    ({"global_method": "magic"}, "global-method"),
     ({"min_requests": {"ip": 0}}, "min-requests for ip"),
-    ({"pins": {"url": {"/x": 2}}}, "rate must be in [0, 1]"),
+    ({"min_errors": {"global": 3, "ip": 0, "url": 3}}, "min-errors for ip"),
+    ({"season": "monthly"}, "season must be one of"),
+    ({"z_min": 5, "z_max": 4}, "z-min < z-max"),
+    ({"pins": {"url": {"/x": 1.0}}}, "strictly between 0 and 1"),
+    ({"key_min_coverage": 2}, "key-min-coverage"),
     ({"error_status_min": 99}, "error-status-min"),
 ])
 def test_bad_parameters_are_usage_errors(change, fragment):
-    with pytest.raises(cal.CalibrationError) as err:
-        cal.check_params(cal.Params(**change))
+    with pytest.raises(CalibrationError) as err:
+        check_params(Params(**change))
     assert err.value.usage and fragment in str(err.value)

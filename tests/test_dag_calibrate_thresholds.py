@@ -70,15 +70,15 @@ def test_calibrate_publish_v1_v2_reject_then_rollback(platform):
     v1 = th.load(artifacts.current_thresholds_path(conf))
     assert v1.version == 1
     assert v1.doc["calibration"]["rows"] > 1000
-    assert abs(v1.doc["validation"]["alert_rate"] - 0.01) <= 0.005
+    assert v1.rule == "evidence" and v1.doc["validation"]["incidents_per_day"] <= 5
     # the job got the run's range, not the wall clock
     assert "--end 2026-11-23T00:00:00Z" in out and "--start 2026-11-22T23:00:00Z" in out
     assert "--master local[2]" in out
     events = asset_events(env)[before_events:]
     assert [e["version"] for e in events] == [1]
-    assert events[0]["validation"]["alert_rate"] == v1.doc["validation"]["alert_rate"]
+    assert events[0]["validation"]["incidents_per_day"] == v1.doc["validation"]["incidents_per_day"]
 
-    rc, out = dags_test(env, "calibrate_thresholds", {**base, "percentile": 98.0})
+    rc, out = dags_test(env, "calibrate_thresholds", {**base, "budget": 10.0})
     assert rc == 0, out[-5000:]
     assert store.current_version() == 2 and store.versions() == [1, 2]
 
@@ -117,7 +117,7 @@ def test_missing_history_fails_with_what_was_found(platform, tmp_path):
 def test_out_of_bounds_form_values_are_refused(platform):
     conf, env, base = platform
     before = artifacts.ThresholdsStore.from_settings(conf).current_version()
-    rc, out = dags_test(env, "calibrate_thresholds", {**base, "percentile": 150})
+    rc, out = dags_test(env, "calibrate_thresholds", {**base, "budget": -1})
     assert rc != 0
-    assert "percentile" in out and "150" in out
+    assert "budget" in out and "-1" in out
     assert artifacts.ThresholdsStore.from_settings(conf).current_version() == before

@@ -73,7 +73,7 @@ def test_the_range_comes_from_the_run_never_the_clock(conf):
 def test_plan_builds_the_job_arguments(conf):
     ctx = {"data_interval_end": END, "dag_run": SimpleNamespace(run_id="manual__2026-11-23T00:00:00+00:00")}
     params = {"source": "archive", "input": "", "lookback_hours": 24, "window_length_s": 60,
-              "window_slide_s": 10, "percentile": 99.0, "target_alert_rate": 0.01, "tolerance": 0.005,
+              "window_slide_s": 10, "budget": 2.5,
               "min_requests_global": 50, "min_requests_ip": None, "min_requests_url": None}
     p = calibration.plan(params, ctx, conf)
     args = p["application_args"]
@@ -82,6 +82,7 @@ def test_plan_builds_the_job_arguments(conf):
     assert args[args.index("--input") + 1] == str(conf.archive_dir)
     assert args[args.index("--min-requests") + 1] == "global=50,ip=auto,url=auto"
     assert args[args.index("--window-length") + 1] == "60"
+    assert args[args.index("--budget") + 1] == "2.5"
     assert p["spark_conf"]["spark.cores.max"] == "1"  # of the 2 worker cores; the detector has 1
     assert p["spark_conf"]["spark.driver.extraJavaOptions"] == sparkconf.JVM_OPTIONS
     assert p["candidate"].startswith(str(conf.artifacts_dir / "thresholds" / "candidates"))
@@ -90,26 +91,34 @@ def test_plan_builds_the_job_arguments(conf):
 
 
 def _candidate(tmp_path, **validation):
-    doc = copy.deepcopy(th.load_default().doc)
-    doc["validation"] = {"alert_rate": 0.011, "alert_rate_out_of_sample": 0.02, "evaluations": 500,
-                         **validation}
+    from test_judge import evidence_thresholds
+
+    doc = copy.deepcopy(evidence_thresholds("flat").doc)
+    doc["validation"] = {"incidents_per_day": 3.2, "incidents": 8, "alert_rate": 0.0004, "evaluations": 500,
+                         "incidents_out_of_sample": 2, "allowed_out_of_sample": 5,
+                         "alert_rate_out_of_sample": 0.0003, **validation}
     return th.write(doc, tmp_path / "c.json")
 
 
 def test_check_candidate_accepts_and_rejects_with_figures(tmp_path):
-    figures = calibration.check_candidate(_candidate(tmp_path), target=0.01, tolerance=0.005,
-                                          min_evaluations=100, max_out_of_sample=0.05)
-    assert figures["alert_rate"] == 0.011 and figures["evaluations"] == 500
-    with pytest.raises(calibration.CandidateRejected, match="not within"):
-        calibration.check_candidate(_candidate(tmp_path, alert_rate=0.05), target=0.01, tolerance=0.005)
+    figures = calibration.check_candidate(_candidate(tmp_path), budget=5, min_evaluations=100, max_out_of_sample=0.05)
+    assert figures["incidents_per_day"] == 3.2 and figures["evaluations"] == 500
+    assert figures["chronic"] == ["/login", "10.0.0.66"] and figures["z"] == 4.75
+    with pytest.raises(calibration.CandidateRejected, match="3.20 incidents a day in sample, over the budget of 3"):
+        calibration.check_candidate(_candidate(tmp_path), budget=3)
     with pytest.raises(calibration.CandidateRejected, match="fewer than the 1000 required"):
-        calibration.check_candidate(_candidate(tmp_path), target=0.01, tolerance=0.005, min_evaluations=1000)
-    with pytest.raises(calibration.CandidateRejected, match="out-of-sample"):
-        calibration.check_candidate(_candidate(tmp_path), target=0.01, tolerance=0.005, max_out_of_sample=0.01)
+        calibration.check_candidate(_candidate(tmp_path), budget=5, min_evaluations=1000)
+    with pytest.raises(calibration.CandidateRejected, match="6 incidents out of sample where the budget allows 5"):
+        calibration.check_candidate(_candidate(tmp_path, incidents_out_of_sample=6), budget=5)
+    with pytest.raises(calibration.CandidateRejected, match="out-of-sample alert_rate"):
+        calibration.check_candidate(_candidate(tmp_path), budget=5, max_out_of_sample=0.0001)
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(calibration.CandidateRejected, match="not a valid seuils.json"):
-        calibration.check_candidate(bad, target=0.01, tolerance=0.005)
+        calibration.check_candidate(bad, budget=5)
+    old = th.write(th.load_default().doc, tmp_path / "old.json")
+    with pytest.raises(calibration.CandidateRejected, match="rate rule"):
+        calibration.check_candidate(old, budget=5)
 
 
 def test_package_for_spark_ships_only_a_zip_that_works(conf):

@@ -147,6 +147,58 @@ def test_same_seed_same_output(tmp_path):
     assert lf.iso_utc(first.event_time) == "2025-05-30T00:00:00.000000Z"
 
 
+@pytest.mark.parametrize("args, sha256", [
+    (["--count", "30000", "--seed", "7"], "9aa25b8003c95fda7f663901141183aebadce7bf848856da4a4ba5db35ecc3f8"),
+    (["--count", "30000", "--seed", "3", "--bad-ips", "2", "--bad-urls", "1", "--format", "json"],
+     "92c3cb2a35e2db9a5c289680ef5b290c6ba7d78e89ab8c9f29b0014841386057"),
+])
+def test_existing_seeds_give_the_same_bytes_as_before_the_profiles(tmp_path, args, sha256):
+    # the digests of these runs before the small-site profile existed: its optional parts
+    # draw no random number unless switched on
+    import hashlib
+
+    out = tmp_path / "out.log"
+    r = run_cli("--output", str(out), "--start-time", START, "--quiet", *args)
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == sha256
+
+
+def test_small_site_profile(tmp_path):
+    """A day of --profile small-site: a few lines/s with a day/night cycle, thousands of
+    clients, crawlers with a few 404s, /login answering 401s; the shipped scenario by name."""
+    out, labels = tmp_path / "day.jsonl", tmp_path / "labels.json"
+    args = ("--profile", "small-site", "--start-time", "2026-11-23T00:00:00Z", "--duration", "1d",
+            "--format", "json", "--seed", "4", "--quiet")
+    r = run_cli(*args, "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in read_lines(out)]
+    assert 200_000 < len(events) < 330_000  # ~3 lines/s over 86,400 s
+    by_hour = collections.Counter(int(e["timestamp"][11:13]) for e in events)
+    assert by_hour[14] > 3 * by_hour[2]  # day and night
+    assert len({e["ip"] for e in events}) > 2500
+    bots = [e for e in events if "Googlebot" in (e.get("user_agent") or "") or "bingbot" in (e.get("user_agent") or "")]
+    crawlers = collections.Counter(e["ip"] for e in bots).most_common(8)
+    crawled = [e for e in bots if e["ip"] in dict(crawlers)]
+    assert 0.12 < len(crawled) / len(events) < 0.25
+    assert 0.04 < sum(e["status"] == 404 for e in crawled) / len(crawled) < 0.12
+    assert len({e["url"] for e in crawled}) > 250  # they walk the site
+    login = [e for e in events if e["url"] == "/login"]
+    assert len(login) > 2000 and 0.35 < sum(e["status"] == 401 for e in login) / len(login) < 0.45
+    assert 0.03 < sum(e["status"] >= 400 for e in events) / len(events) < 0.07
+    # same seed, same bytes; a flag given wins over the profile
+    again = tmp_path / "again.jsonl"
+    assert run_cli(*args, "--output", str(again)).returncode == 0
+    assert again.read_bytes() == out.read_bytes()
+    r = run_cli("--profile", "small-site", "--sink", "console", "--count", "5", "--seed", "1", "--rate", "0",
+                "--scenario", "small-site", "--labels", str(labels), "--ips", "40")
+    assert r.returncode == 0, r.stderr
+    assert len({lf.parse(line).ip for line in r.stdout.splitlines()}) <= 48  # 40 clients + 8 crawlers
+    names = [i["name"] for i in json.loads(labels.read_text())["incidents"]]
+    assert names[:2] == ["night-scanner", "orders-outage"] and "login-down" in names
+    r = run_cli("--profile", "tiny", "--sink", "console", "--count", "1")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
 def test_history_mode_spacing_and_end(tmp_path):
     out = tmp_path / "h.log"
     r = run_cli("--output", str(out), "--start-time", START, "--duration", "60", "--rate", "50",
@@ -308,7 +360,7 @@ def test_unreadable_replay_file_is_a_usage_error(tmp_path):
 def test_help_lists_the_flags():
     r = run_cli("--help")
     assert r.returncode == 0
-    for flag in ("--format", "--sink", "--rate", "--count", "--duration", "--seed", "--error-rate", "--bad-ips",
+    for flag in ("--format", "--sink", "--rate", "--count", "--duration", "--seed", "--error-rate", "--bad-ips", "--profile",
                  "--ip-error-rate", "--bad-urls", "--url-error-rate", "--ips", "--urls", "--output", "--port",
                  "--bootstrap-servers", "--topic", "--start-time", "--scenario", "--labels", "--replay",
                  "--speed", "--status-file"):

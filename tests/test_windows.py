@@ -30,6 +30,34 @@ def as_dicts(df):
     )
 
 
+def _row(kind, key, start_s, length, n, e):
+    start = datetime.fromtimestamp(start_s, UTC).replace(tzinfo=None)
+    return (kind, key, start, start + timedelta(seconds=length), n, e, e / n)
+
+
+def bucket_rows(df, length, slide, esm, kinds=windows.KINDS):
+    """The detector's form: Spark bucket counts, windows summed in numpy (window_sums)."""
+    import pandas as pd
+
+    counts = windows._bucket_counts(df, slide, esm, kinds).toPandas().sort_values(["kind", "key", "bucket"])
+    if counts.empty:
+        return []
+    group, names = pd.MultiIndex.from_frame(counts[["kind", "key"]]).factorize()
+    g, start, n, e = windows.window_sums(group, counts["bucket"].to_numpy() // slide, counts["n"], counts["e"],
+                                         length // slide)
+    return sorted(_row(*names[a], s * slide, length, int(x), int(y)) for a, s, x, y in zip(g, start, n, e))
+
+
+def block_rows(df, length, slide, esm, kinds=windows.KINDS):
+    """The calibration's form: block sums and neighbours in the JVM, one row per window."""
+    steps = length // slide
+    blocks = windows.block_neighbours(windows.block_sums(df, slide, steps, esm), steps)
+    rows = windows.block_windows(blocks, steps).collect()
+    out = [_row(windows.KIND_OF_GID[r.gid], r.key, r.s * slide, length, r.v & windows.REQUESTS_MASK,
+                r.v >> windows.ERROR_BIT) for r in rows]
+    return sorted(r for r in out if r[0] in kinds)
+
+
 def test_global_counts_in_sliding_windows(spark):
     # t=5s ok, t=12s 500, t=65s 404, a null time (ignored)
     df = events_df(spark, [(5, "1.1.1.1", "/a", 200), (12, "1.1.1.1", "/a", 500),
@@ -82,13 +110,13 @@ def test_all_kinds_one_aggregation_equals_single_kinds_and_batch_fast_path(spark
     for kind in windows.KINDS:
         single += as_dicts(windows.windowed_rates(df, kind, 60, 10, 400))
     combined = as_dicts(windows.windowed_rates_all(df, 60, 10, 400))
-    fast = as_dicts(windows.windowed_rates_batch(df, 60, 10, 400))
+    fast = block_rows(df, 60, 10, 400)
     assert combined == sorted(single)
-    assert fast == combined
-    # other window shapes, including tumbling windows
-    for length, slide in ((30, 30), (20, 5)):
-        assert as_dicts(windows.windowed_rates_batch(df, length, slide, 500)) == \
-            as_dicts(windows.windowed_rates_all(df, length, slide, 500))
+    assert fast == combined == bucket_rows(df, 60, 10, 400)
+    # other window shapes, including tumbling windows and windows of many slides
+    for length, slide in ((30, 30), (20, 5), (140, 10)):
+        want = as_dicts(windows.windowed_rates_all(df, length, slide, 500))
+        assert block_rows(df, length, slide, 500) == want == bucket_rows(df, length, slide, 500)
     # check one window by hand against the raw rows
     start = T0N + timedelta(seconds=100)
     inside = [r for r in rows if 100 <= r[0] < 160 and r[1] == "10.0.0.3"]
@@ -118,21 +146,42 @@ def test_status_breakdown(spark):
     assert out == {500: (2, 2, ["/a", "/b"]), 404: (1, 1, ["/a"])}
 
 
-def test_batch_fast_path_any_subset_of_kinds_and_times_before_1970(spark):
-    # the fast path counts every kind in one grouping-sets aggregation: check each subset
+def test_fast_paths_any_subset_of_kinds_null_keys_and_times_before_1970(spark):
+    # both fast paths count every kind in one grouping-sets aggregation: check each subset
     rng = random.Random(11)
     rows = [(rng.uniform(0, 200), rng.choice([f"10.0.0.{rng.randint(1, 4)}", None]),
              rng.choice(["/a", "/b", None]), rng.choice([200, 404, 500, None])) for _ in range(300)]
     df = events_df(spark, rows)
+    everything = block_rows(df, 60, 10, 400)
     for kinds in (("url",), ("global",), ("ip", "url"), ("global", "url"), ("url", "global", "ip")):
-        assert as_dicts(windows.windowed_rates_batch(df, 60, 10, 400, kinds=kinds)) == \
-            as_dicts(windows.windowed_rates_all(df, 60, 10, 400, kinds=kinds)), kinds
-    # buckets are floored, also for negative Unix times
+        want = as_dicts(windows.windowed_rates_all(df, 60, 10, 400, kinds=kinds))
+        assert bucket_rows(df, 60, 10, 400, kinds) == want, kinds
+        assert sorted(r for r in everything if r[0] in kinds) == want, kinds
+    # buckets and blocks are floored, also for negative Unix times
     old = spark.createDataFrame(
         [(datetime(1969, 12, 31, 23, 59, 55, 500000, tzinfo=UTC), "1.1.1.1", "GET", "/x", None, "HTTP/1.1",
           500, 1, None, None)], schema=schemas.spark_schema(schemas.EVENT_FIELDS))
-    assert as_dicts(windows.windowed_rates_batch(old, 20, 10, 400)) == \
-        as_dicts(windows.windowed_rates_all(old, 20, 10, 400))
+    want = as_dicts(windows.windowed_rates_all(old, 20, 10, 400))
+    assert block_rows(old, 20, 10, 400) == want == bucket_rows(old, 20, 10, 400)
+
+
+def test_block_windows_carry_the_window_before_and_stay_in_range(spark):
+    # sparse and dense keys, gaps longer than a window, a range cut on both sides
+    rng = random.Random(3)
+    rows = [(rng.choice([rng.uniform(0, 900), rng.uniform(300, 330)]), rng.choice(["a", "b", "c"]), "/p",
+             rng.choice([200, 200, 500])) for _ in range(400)]
+    df = events_df(spark, rows)
+    base = int(T0.timestamp()) // 10
+    for length, slide in ((60, 10), (30, 10), (20, 20)):
+        steps = length // slide
+        blocks = windows.block_neighbours(windows.block_sums(df, slide, steps, 400), steps)
+        every = {(r.gid, r.key, r.s): r.v for r in windows.block_windows(blocks, steps).collect()}
+        first, last = base + 7, base + 70
+        got = windows.block_windows(blocks, steps, first, last, with_previous=True).collect()
+        assert {(r.gid, r.key, r.s) for r in got} == {k for k in every if first <= k[2] <= last}
+        for r in got:
+            assert r.v == every[(r.gid, r.key, r.s)]
+            assert r.v_prev == (every.get((r.gid, r.key, r.s - 1), 0) if r.s > first else 0), r
 
 
 def test_window_sums_equals_expanding_every_bucket():

@@ -2,7 +2,21 @@
 
 One schema (``seuils.schema.json`` next to this module) is the source of truth; this
 module adds the cross-field rules a JSON schema cannot say (the slide divides the window
-length). Everything that reads or writes a thresholds file goes through here:
+length; for the evidence rule, seasonal lists as long as the season says and chronic keys
+among the overrides). Two rules, by ``schema_version`` (``Thresholds.rule``):
+
+- 1 (or absent), ``"rate"``: ``global.error_rate``, ``ip``/``url`` ``default`` and
+  ``overrides`` are the error rates a window must exceed — what every file written before
+  schema 2 means, unchanged;
+- 2, ``"evidence"``: the same fields are *baselines* (the error rate a key normally fails
+  at) and the ``evidence`` section says how much evidence above its baseline a window needs
+  (``chaussettes.judge`` has the arithmetic).
+
+The accessors (``default``, ``overrides``, ``threshold``) read the same fields in both:
+rates to exceed under schema 1, baselines under schema 2 (``baseline`` also takes the
+hour into account).
+
+Everything that reads or writes a thresholds file goes through here:
 
 - ``load(path) -> Thresholds`` raises ``ThresholdsError`` with a one-line reason for a
   missing, unparseable or invalid file;
@@ -36,9 +50,16 @@ DEFAULT_PATH = PACKAGE_DIR / "default_seuils.json"
 KINDS = ("global", "ip", "url")
 GLOBAL_KEY = "*"
 RESOLVE_AFTER = 3  # incidents.resolve_after when a file does not say
-# The per-key tables of a kind's section ({key: value}): a detector key group needs only
-# its own keys' entries (detector.channel.thresholds_slice).
+# The per-key tables ({key: value}) of a kind's section, and of the evidence section per
+# kind: a detector key group needs only its own keys' entries (detector.channel.thresholds_slice).
 KEYED_FIELDS = ("overrides",)
+KEYED_EVIDENCE_FIELDS = ("chronic",)
+SCHEMA_VERSION = 2  # the newest; files without schema_version are 1
+RULES = {1: "rate", 2: "evidence"}
+SEASONS = {"flat": 1, "hour_of_day": 24, "hour_of_week": 168}  # baselines per kind
+# Hours between the Unix epoch (a Thursday, 00:00 UTC) and the Monday that starts hour_of_week 0,
+# modulo a week: hour_of_week = (hours since the epoch + 72) mod 168.
+WEEK_OFFSET_H = 72
 
 
 class ThresholdsError(ValueError):
@@ -78,6 +99,11 @@ def validate(doc: Any) -> None:
 
     if not isinstance(doc, dict):
         raise ThresholdsError(f"expected a JSON object, got {type(doc).__name__}")
+    # said here in words: the schema's if/then would print the whole document
+    if doc.get("schema_version", 1) == 2 and "evidence" not in doc:
+        raise ThresholdsError("evidence: missing: schema_version 2 (the evidence rule) needs it")
+    if doc.get("schema_version", 1) == 1 and "evidence" in doc:
+        raise ThresholdsError("evidence: only schema_version 2 (the evidence rule) has an evidence section")
     errors = list(_validator().iter_errors(doc))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
@@ -94,6 +120,35 @@ def validate(doc: Any) -> None:
         raise ThresholdsError(
             f"window: length_s={window['length_s']} is not a multiple of slide_s={window['slide_s']}"
         )
+    if doc.get("schema_version", 1) == 2:
+        _validate_evidence(doc)
+
+
+def _validate_evidence(doc: dict[str, Any]) -> None:
+    """Schema 2's cross-field rules: baselines strictly inside (0, 1) (the rule's variance
+    n p (1 - p) must not vanish), seasonal lists as long as the season says, chronic keys
+    among the overrides."""
+    ev = doc["evidence"]
+    rates = [("global/error_rate", doc["global"]["error_rate"])]
+    for kind in ("ip", "url"):
+        rates.append((f"{kind}/default", doc[kind]["default"]))
+        rates += [(f"{kind}/overrides/{key}", v) for key, v in doc[kind]["overrides"].items()]
+    for where, value in rates:
+        if not 0 < value < 1:
+            raise ThresholdsError(f"{where}: a baseline must be strictly between 0 and 1, got {value}")
+    size = SEASONS[ev["season"]]
+    by_season = ev.get("by_season") or {}
+    for kind in KINDS:
+        values = by_season.get(kind)
+        if size == 1 and values is not None:
+            raise ThresholdsError(f"evidence/by_season/{kind}: season is flat: no hourly baselines expected")
+        if size > 1 and (values is None or len(values) != size):
+            got = "none" if values is None else f"{len(values)} values"
+            raise ThresholdsError(f"evidence/by_season/{kind}: season {ev['season']} needs {size} baselines, got {got}")
+    for kind, keys in (ev.get("chronic") or {}).items():
+        missing = sorted(set(keys) - set(doc[kind]["overrides"]))
+        if missing:
+            raise ThresholdsError(f"evidence/chronic/{kind}: {missing[0]!r} has no baseline in {kind}/overrides")
 
 
 @dataclass(frozen=True)
@@ -112,6 +167,15 @@ class Thresholds:
     @property
     def version(self) -> int:
         return int(self.doc["version"])
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.doc.get("schema_version", 1))
+
+    @property
+    def rule(self) -> str:
+        """``"rate"`` (schema 1) or ``"evidence"`` (schema 2): how ``chaussettes.judge`` reads the file."""
+        return RULES[self.schema_version]
 
     @property
     def window_length_s(self) -> int:
@@ -155,11 +219,71 @@ class Thresholds:
         raise ThresholdsError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
 
     def threshold(self, kind: str, key: str | None = None) -> float:
-        """The threshold for one key: its override, else the kind's default (global ignores key)."""
+        """The threshold for one key: its override, else the kind's default (global ignores key).
+        Under the evidence rule, the key's flat baseline (what it normally fails at)."""
         if kind == "global":
             return self.default("global")
         override = self.doc.get(kind, {}).get("overrides", {}).get(key) if key is not None else None
         return float(override) if override is not None else self.default(kind)
+
+    # ---------------------------------------------------------------- the evidence rule (schema 2)
+    def _evidence(self) -> dict[str, Any]:
+        if self.schema_version != 2:
+            raise ThresholdsError(f"version {self.version} uses the rate rule: it has no evidence section")
+        return self.doc["evidence"]
+
+    @property
+    def z(self) -> float:
+        """The evidence a window must exceed to breach."""
+        return float(self._evidence()["z"])
+
+    @property
+    def min_errors(self) -> dict[str, int]:
+        return {kind: int(self._evidence()["min_errors"][kind]) for kind in KINDS}
+
+    @property
+    def season(self) -> str:
+        return str(self._evidence()["season"])
+
+    def by_season(self, kind: str) -> list[float]:
+        """The kind's baselines by hour (``[default]`` when the season is flat)."""
+        values = (self._evidence().get("by_season") or {}).get(kind)
+        return [float(v) for v in values] if values else [self.default(kind)]
+
+    def dispersion(self, kind: str) -> float:
+        return float(self._evidence()["dispersion"][kind])
+
+    def chronic(self, kind: str) -> dict[str, tuple[float, float]]:
+        """Chronic keys of a kind: key -> (errors per window, dispersion)."""
+        keys = (self._evidence().get("chronic") or {}).get(kind) or {}
+        return {k: (float(v["errors_per_window"]), float(v["dispersion"])) for k, v in keys.items()}
+
+    def baseline(self, kind: str, key: str | None = None, window_start: float | None = None) -> float:
+        """The error rate a window of this key is judged against under the evidence rule: the
+        key's own baseline, else its kind's for the hour of ``window_start`` (epoch seconds;
+        needed unless the season is flat)."""
+        if kind != "global" and key is not None and key in self.doc[kind]["overrides"]:
+            return float(self.doc[kind]["overrides"][key])
+        if self.season == "flat":
+            return self.default(kind)
+        if window_start is None:
+            raise ThresholdsError(f"the {self.season} baselines need the window start")
+        return self.by_season(kind)[season_index(self.season, int(window_start))]
+
+
+def season_index(season: str, window_start_s):
+    """The index of a window's baseline in ``by_season``: 0 when flat, the UTC hour of its
+    start (0-23) for hour_of_day, the hour of the week from Monday 00:00 UTC (0-167) for
+    hour_of_week. ``window_start_s``: epoch seconds, an int or an int numpy array (floor
+    division: right before 1970 too)."""
+    if season == "flat":
+        return window_start_s * 0
+    hours = window_start_s // 3600
+    if season == "hour_of_day":
+        return hours % 24
+    if season == "hour_of_week":
+        return (hours + WEEK_OFFSET_H) % 168
+    raise ThresholdsError(f"unknown season {season!r}: expected one of {', '.join(SEASONS)}")
 
 
 def parse(text: str | bytes, source: str = "<text>") -> Thresholds:

@@ -15,15 +15,18 @@ event with a null status counts as a request that is not an error.
 - ``windowed_rates_all(events_df, ...)`` computes several kinds in ONE aggregation (each
   event is expanded to one row per kind first), which a streaming query needs (it cannot
   union several streaming aggregations).
-- ``windowed_rates_batch(events_df, ...)`` is the fast path for batch data in Spark:
-  counts per slide-sized bucket first, then sums the ``length_s / slide_s`` buckets of
-  each window. Same rows, same values as ``windowed_rates_all`` (a test checks it).
-- ``window_sums(...)``: the same sums in numpy from the bucket counts, each window produced
-  once — what the detector's micro-batches (``detector.pipeline.batch_rates``) use, and
-  the calibration for windows of many slides (``calibration.compressed_rates``).
+- ``_bucket_counts(...)`` + ``window_sums(...)``: events counted per slide-sized bucket in
+  Spark, each window summed once in numpy from those counts — what the detector's
+  micro-batches use (``detector.pipeline.batch_rates``).
+- ``block_sums`` -> ``block_neighbours`` -> ``block_windows``: the same windows for a
+  whole history, in the JVM (the calibration): events counted per block of
+  ``length_s / slide_s`` slides with the block's prefix sums, each window one difference
+  of a block and the next; ``block_windows(..., with_previous=True)`` also gives each
+  window the one a slide before it, in the same row.
 
-All return the columns ``RATE_COLUMNS``: kind, key, window_start, window_end (timestamps),
-requests, errors (longs), error_rate (double).
+``windowed_rates*`` return the columns ``RATE_COLUMNS``: kind, key, window_start,
+window_end (timestamps), requests, errors (longs), error_rate (double); the others say
+what they return. Tests check every form against ``windowed_rates_all``.
 """
 
 from __future__ import annotations
@@ -167,52 +170,6 @@ def _bucket_counts(events_df, slide_s: int, error_status_min: int, kinds: Sequen
     return out.where(F.col("key").isNotNull())
 
 
-def windowed_rates_batch(
-    events_df,
-    length_s: int,
-    slide_s: int,
-    error_status_min: int = 400,
-    kinds: Sequence[str] = KINDS,
-):
-    """Batch-only fast path with the same result as ``windowed_rates_all``.
-
-    1. events are counted per (kind, key, slide-sized bucket) — one scan, one aggregation
-       for every kind (grouping sets); this shrinks the events to far fewer rows;
-    2. those counts are repartitioned by (kind, key) — a small shuffle — so that
-    3. each bucket's contribution to the ``length_s // slide_s`` windows containing it is
-       summed per (kind, key, window) with no second shuffle of the expanded rows.
-
-    Requires ``length_s`` to be a multiple of ``slide_s`` (the thresholds schema enforces
-    it); otherwise falls back to ``windowed_rates_all``.
-    """
-    from pyspark.sql import functions as F
-
-    kinds = _check(kinds, length_s, slide_s)
-    length_s, slide_s = int(length_s), int(slide_s)
-    if length_s % slide_s:
-        return windowed_rates_all(events_df, length_s, slide_s, error_status_min, kinds)
-    steps = length_s // slide_s
-    counted = _bucket_counts(events_df, slide_s, error_status_min, kinds)
-    spark = events_df.sparkSession
-    parts = int(spark.conf.get("spark.sql.shuffle.partitions", "4") or 4)
-    counted = counted.repartition(parts, "kind", "key")
-    if steps == 1:
-        spread = counted.select("kind", "key", "n", "e", F.col("bucket").alias("start_s"))
-    else:
-        offsets = F.explode(F.sequence(F.lit(0), F.lit(steps - 1))).alias("k")
-        spread = counted.select("kind", "key", "n", "e", "bucket", offsets).select(
-            "kind", "key", "n", "e", (F.col("bucket") - F.col("k") * F.lit(slide_s)).alias("start_s"))
-    grouped = spread.groupBy("kind", "key", "start_s").agg(
-        F.sum("n").alias("requests"), F.sum("e").alias("errors"))
-    grouped = grouped.select(
-        "kind", "key",
-        F.timestamp_seconds(F.col("start_s")).alias("window_start"),
-        F.timestamp_seconds(F.col("start_s") + F.lit(length_s)).alias("window_end"),
-        "requests", "errors",
-    )
-    return _finish(grouped)
-
-
 def status_breakdown(events_df, length_s: int, slide_s: int, error_status_min: int = 400):
     """Per window and status code (errors only): error_count, approximate distinct IPs and
     the distinct error URLs — the table the old log_analyzer printed. Batch or streaming.
@@ -281,3 +238,108 @@ def window_sums(group, bucket, n, e, steps: int):
     ce = np.concatenate(([0], np.cumsum(e)))
     g = group[owner]
     return g, start - g * span + base, cn[end_idx] - cn[owner], ce[end_idx] - ce[owner]
+
+
+# ----------------------------------------------------------------- whole histories, in the JVM
+
+# A request and its error flag packed in one long (errors in the high 32 bits), so that one
+# sum counts both; a window holds far fewer than 2**32 requests.
+ERROR_BIT = 32
+REQUESTS_MASK = (1 << ERROR_BIT) - 1
+KIND_OF_GID = {1: "ip", 2: "url", 3: "global"}  # block_sums' gid: grouping_id over (block, ip, url)
+
+
+def block_sums(events_df, slide_s: int, steps: int, error_status_min: int = 400):
+    """Events counted per (kind, key, block of ``steps`` slides): columns gid (1 ip, 2 url,
+    3 global: ``KIND_OF_GID``), key, block (block index: start seconds / (steps x slide)),
+    total (the block's requests and errors, packed: ``ERROR_BIT``) and c1 .. c{steps-1}
+    (the same for its slides before slide r) — ONE scan, grouping sets. About ``steps``
+    times fewer rows than per slide: what makes the shuffles cheap."""
+    from pyspark.sql import functions as F
+
+    slide_us = int(slide_s) * 1_000_000
+    # exact floor division: x - pmod(x, d) is a multiple of d (right before 1970 too)
+    base = events_df.where(F.col("event_time").isNotNull()).select(
+        F.expr(f"(unix_micros(event_time) - pmod(unix_micros(event_time), {slide_us})) div {slide_us}")
+        .alias("slide"),
+        _is_error(error_status_min).alias("is_error"),
+        F.col("ip").cast("string").alias("key_ip"), F.col("url").cast("string").alias("key_url"))
+    base = base.selectExpr(
+        f"(slide - pmod(slide, {steps})) div {steps} AS block", f"pmod(slide, {steps}) AS at",
+        f"1L + shiftleft(CAST(is_error AS BIGINT), {ERROR_BIT}) AS v", "key_ip", "key_url")
+    # branch-free sums: v where the event's slide is before r, else 0
+    sums = [F.expr(f"sum(v * CAST(at < {r} AS BIGINT)) AS c{r}") for r in range(1, steps)]
+    grouped = base.groupingSets([["block", "key_ip"], ["block", "key_url"], ["block"]],
+                                "block", "key_ip", "key_url").agg(F.expr("sum(v) AS total"), *sums,
+                                                                  F.expr("grouping_id() AS gid"))
+    # grouping_id over (block, key_ip, key_url): 1 = key_url rolled up (ip), 2 = key_ip (url), 3 = both
+    return grouped.selectExpr(
+        "gid", f"CASE gid WHEN 1 THEN key_ip WHEN 2 THEN key_url ELSE '{GLOBAL_KEY}' END AS key",
+        "block", "total", *[f"c{r}" for r in range(1, steps)]).where("key IS NOT NULL")
+
+
+def block_neighbours(blocks_df, steps: int, key_aggregates: Sequence[str] = ()):
+    """``block_sums`` plus, from each (gid, key)'s blocks in time order (one window function,
+    one sort), the next block's prefix sums (next_c{r}, has_next) and the previous block's
+    total and prefix sums (prev_total, prev_c{r}, has_prev) when those blocks are adjacent.
+    ``key_aggregates``: more ``"aggregate {over} AS name"`` SQL over all of the key's blocks, in the
+    same pass (the calibration's per-key totals), with ``{over}`` after each aggregate."""
+    c = [f"c{r}" for r in range(1, steps)]
+    in_time = "OVER (PARTITION BY gid, key ORDER BY block)"
+    aggregates = [text.format(over="OVER (PARTITION BY gid, key)") for text in key_aggregates]
+    return blocks_df.selectExpr(
+        "gid", "key", "block", "total", *c,
+        *[f"lead({name}) {in_time} AS next_{name}" for name in c],
+        f"coalesce(lead(block) {in_time} = block + 1, false) AS has_next",
+        f"lag(total) {in_time} AS prev_total", *[f"lag({name}) {in_time} AS prev_{name}" for name in c],
+        f"coalesce(lag(block) {in_time} = block - 1, false) AS has_prev",
+        *aggregates)
+
+
+def _sequence(steps: int) -> list[str]:
+    """SQL for the windows starting at the 2 x steps slides of the block before and this
+    block (S[0..steps-1] and S[steps..2 steps-1]), as packed sums. A window starting at
+    slide r of block j holds j's slides r.. (total - c{r}) and j+1's slides ..r-1 (next_c{r});
+    one starting at slide r of block j-1 holds j-1's (prev_total - prev_c{r}) and j's c{r}."""
+    def c(prefix: str, r: int) -> str:
+        return "0L" if r == 0 else f"{prefix}c{r}"
+
+    before = [f"IF(has_prev, prev_total - {c('prev_', r)}, 0L) + {c('', r)}" for r in range(steps)]
+    own = [f"total - {c('', r)} + IF(has_next, {c('next_', r)}, 0L)" for r in range(steps)]
+    return before + own
+
+
+def block_windows(neighbours_df, steps: int, first: int | None = None, last: int | None = None,
+                  with_previous: bool = False, keep: Sequence[str] = ()):
+    """Every window with at least one event, ONE row each, from ``block_neighbours``:
+    columns gid, key, s (its start, in slides), v (its requests and errors, packed) and,
+    ``with_previous``, v_prev (the window one slide before it, 0 when it has no event or
+    starts before ``first``), plus the columns ``keep``. ``first``/``last``: the first and
+    last start to keep, in slides (whole windows inside a range).
+
+    A block row yields the windows starting in it and, when the block before it is empty,
+    those starting in that empty block (they hold this block's first slides only)."""
+    from pyspark.sql import functions as F
+
+    seq = _sequence(steps)
+    # the windows a row owns: positions steps..2 steps-1 always, 1..steps-1 when the block
+    # before is empty (else that block's row owns them); v = 0 drops a window
+    own = list(range(steps, 2 * steps)) + list(range(1, steps))
+    cur = [seq[i] if i >= steps else f"IF(has_prev, 0L, {seq[i]})" for i in own]
+    offsets = [i - steps for i in own]  # start - block x steps
+    cols = ["gid", "key", *keep, f"posexplode(array({', '.join(cur)})) AS (pos, v)",
+            f"block * {steps} AS base"]
+    if with_previous:
+        cols.append(f"array({', '.join(seq[i - 1] for i in own)}) AS prevs")
+    wins = neighbours_df.selectExpr(*cols).selectExpr(
+        "gid", "key", *keep, "v", f"base + element_at(array({', '.join(map(str, offsets))}), pos + 1) AS s",
+        *(["element_at(prevs, pos + 1) AS v_prev"] if with_previous else []))
+    cond = ["v > 0"]
+    if first is not None:
+        cond.append(f"s >= {int(first)}")
+    if last is not None:
+        cond.append(f"s <= {int(last)}")
+    wins = wins.where(" AND ".join(cond))
+    if with_previous and first is not None:
+        wins = wins.withColumn("v_prev", F.expr(f"IF(s - 1 >= {int(first)}, v_prev, 0L)"))
+    return wins

@@ -120,8 +120,12 @@ def chunks(table, limit: int = CHUNK_BYTES) -> list:
 
 def thresholds_slice(doc: Mapping[str, Any], kind: str, shard: int, shards: int) -> dict:
     """The part of a thresholds document one key group needs: a valid document whose
-    per-key tables (``thresholds.KEYED_FIELDS``) hold only the group's own keys."""
-    from chaussettes.thresholds import KEYED_FIELDS
+    per-key tables (``thresholds.KEYED_FIELDS`` of each kind, ``KEYED_EVIDENCE_FIELDS`` of
+    the evidence section) hold only the group's own keys."""
+    from chaussettes.thresholds import KEYED_EVIDENCE_FIELDS, KEYED_FIELDS
+
+    def own(name: str, table: Mapping) -> dict:
+        return {k: v for k, v in table.items() if name == kind and shard_of(k, shards) == shard}
 
     out = dict(doc)
     for name in KINDS:
@@ -129,11 +133,17 @@ def thresholds_slice(doc: Mapping[str, Any], kind: str, shard: int, shards: int)
         if isinstance(section, Mapping):
             section = dict(section)
             for field_name in KEYED_FIELDS:
-                table = section.get(field_name)
-                if isinstance(table, Mapping):
-                    section[field_name] = {k: v for k, v in table.items()
-                                           if name == kind and shard_of(k, shards) == shard}
+                if isinstance(section.get(field_name), Mapping):
+                    section[field_name] = own(name, section[field_name])
             out[name] = section
+    evidence = doc.get("evidence")
+    if isinstance(evidence, Mapping):
+        evidence = dict(evidence)
+        for field_name in KEYED_EVIDENCE_FIELDS:
+            if isinstance(evidence.get(field_name), Mapping):
+                evidence[field_name] = {name: own(name, table) for name, table in evidence[field_name].items()
+                                        if isinstance(table, Mapping)}
+        out["evidence"] = evidence
     return out
 
 

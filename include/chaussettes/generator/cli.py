@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chaussettes import atomicfile
 from chaussettes import logformat as lf
+from chaussettes.generator.profiles import PROFILES
 
 PROG = "generate_logs"
 DEFAULT_RATE = 100.0  # lines/s when --rate is not given
@@ -117,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                "  generate_logs --rate 500 --bad-ips 2 --bad-urls 1          # into Kafka http-logs\n"
                "  generate_logs --sink console --count 5 --seed 1\n"
                "  generate_logs --start-time -2h --scenario incidents.yaml --labels labels.json\n"
+               "  generate_logs --profile small-site --start-time -1d --scenario small-site --labels l.json\n"
                "  generate_logs --replay access.log.gz --speed 10 --rewrite-time\n"
-               "scenario format: see include/chaussettes/generator/scenario.py and example_scenario.json\n"
+               "scenario format: see include/chaussettes/generator/scenario.py and example_scenario.json;\n"
+               "shipped scenarios by name: " + ", ".join(SHIPPED_SCENARIOS) + "\n"
                "exit codes: 0 done (also after SIGTERM/SIGINT), 1 failure, 2 bad flags or input files",
     )
     g = p.add_argument_group("output")
@@ -147,11 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", metavar="N", type=int, help="random seed (default: random, printed in the summary)")
 
     g = p.add_argument_group("traffic")
-    g.add_argument("--error-rate", metavar="R", type=_rate01, default=0.10,
-                   help="global share of lines with status >= 400 (default 0.10: 200/404/500 ~ 90/5/5)")
-    g.add_argument("--ips", metavar="N", type=_int_at_least(1), default=1000, help="normal clients (default 1000)")
-    g.add_argument("--urls", metavar="N", type=_int_at_least(1), default=100,
-                   help="/resource/1..N besides pages, API endpoints and static files (default 100)")
+    g.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="a traffic preset: its rate, clients, URLs and error rate unless given here, and its "
+                        "crawlers, chronic endpoints and day/night cycle (small-site: ~3 lines/s, 3000 clients, "
+                        "8 crawlers with 8%% 404s, /login answering 40%% 401s, a day/night cycle)")
+    g.add_argument("--error-rate", metavar="R", type=_rate01, default=None,
+                   help=f"global share of lines with status >= 400 (default {TRAFFIC_DEFAULTS['error_rate']}: "
+                        "200/404/500 ~ 90/5/5)")
+    g.add_argument("--ips", metavar="N", type=_int_at_least(1), default=None,
+                   help=f"normal clients (default {TRAFFIC_DEFAULTS['ips']})")
+    g.add_argument("--urls", metavar="N", type=_int_at_least(1), default=None,
+                   help=f"/resource/1..N besides pages, API endpoints and static files (default {TRAFFIC_DEFAULTS['urls']})")
     g.add_argument("--bad-ips", metavar="K", type=_int_at_least(0), default=0, help="misbehaving clients (default 0)")
     g.add_argument("--ip-error-rate", metavar="R", type=_rate01, default=0.6, help="their error rate (4xx; default 0.6)")
     g.add_argument("--bad-ip-share", metavar="F", type=_rate01, default=0.02,
@@ -160,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--url-error-rate", metavar="R", type=_rate01, default=0.6, help="their error rate (5xx; default 0.6)")
     g.add_argument("--bad-url-share", metavar="F", type=_rate01, default=0.02,
                    help="share of all lines going to EACH bad URL (default 0.02)")
-    g.add_argument("--scenario", metavar="FILE", help="incident timeline, JSON or YAML (see docs)")
+    g.add_argument("--scenario", metavar="FILE", help="incident timeline, JSON or YAML (see docs), or the name of a "
+                                                       "shipped one: " + ", ".join(SHIPPED_SCENARIOS))
     g.add_argument("--labels", metavar="PATH", help="write the scenario's ground truth (JSON) here")
 
     g = p.add_argument_group("replay")
@@ -180,6 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+TRAFFIC_DEFAULTS = {"error_rate": 0.10, "ips": 1000, "urls": 100}
+SHIPPED_SCENARIOS = {"example": "example_scenario.json", "small-site": "small_site_scenario.json"}
+
+
+def _apply_profile(args) -> dict:
+    """Fill the traffic flags not given from the profile (else their defaults); returns the
+    profile's settings of the model's optional parts."""
+    from chaussettes.generator.profiles import PROFILE_MODEL_FIELDS
+
+    profile = PROFILES.get(args.profile or "", {})
+    for name, default in TRAFFIC_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, profile.get(name, default))
+    if args.rate is None and "rate" in profile and not args.replay:
+        args.rate = profile["rate"]
+    if args.scenario in SHIPPED_SCENARIOS:
+        args.scenario = str(Path(__file__).resolve().parent / SHIPPED_SCENARIOS[args.scenario])
+    return {k: profile[k] for k in PROFILE_MODEL_FIELDS if k in profile}
+
+
 def _check_combinations(args) -> None:
     if args.sink is None:
         args.sink = "file" if args.output else ("tcp" if args.port is not None else "kafka")
@@ -191,7 +221,7 @@ def _check_combinations(args) -> None:
         raise UsageError(f"--port is for --sink tcp, not --sink {args.sink}")
     if args.replay:
         for flag, value in (("--format", args.format), ("--scenario", args.scenario),
-                            ("--start-time", args.start_time), ("--rate", args.rate)):
+                            ("--start-time", args.start_time), ("--rate", args.rate), ("--profile", args.profile)):
             if value is not None:
                 raise UsageError(f"{flag} does not apply to --replay (lines are sent as they are, "
                                  f"paced by --speed)")
@@ -305,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     _check_combinations(args)
+    model_parts = _apply_profile(args)
 
     from chaussettes import settings as settings_mod
     from chaussettes.generator import scenario as scenario_mod
@@ -332,7 +363,7 @@ def _main(argv) -> int:
         ips=args.ips, urls=args.urls, error_rate=args.error_rate, bad_ips=args.bad_ips,
         ip_error_rate=args.ip_error_rate, bad_ip_share=args.bad_ip_share, bad_urls=args.bad_urls,
         url_error_rate=args.url_error_rate, bad_url_share=args.bad_url_share, seed=seed,
-        incidents=incidents)
+        incidents=incidents, **model_parts)
     model = None
     if not args.replay:
         from chaussettes.generator.traffic import TrafficModel
@@ -467,6 +498,7 @@ def _run_generator(args, model, sink, reporter, stop, result, scenario_mod) -> N
     rate = args.rate if args.rate is not None else (HISTORY_RATE if history else DEFAULT_RATE)
     if history and rate == 0:
         rate = HISTORY_RATE
+    rate *= config.slot_factor  # a day/night cycle draws slots at its peak rate, keeps fewer
     now_us = time.time_ns() // 1000
     origin_us = int(args.start_time.timestamp() * US) if history else now_us
     for inc in model.incidents:

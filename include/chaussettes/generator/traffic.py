@@ -18,6 +18,21 @@ Model
   (default mix 200/404/500 = 90/5/5 with a few other codes on each side).
 - Scenario incidents (``scenario.Incident``) add lines (floods, outages, surges) or raise
   error rates inside their time windows.
+
+Off by default (the small-site profile, ``PROFILES``, switches them on; with them off no
+random number is drawn for them, so existing seeds give the same bytes):
+
+- ``crawlers``: search-engine clients (bot user agents, addresses from their published
+  ranges) sending ``crawler_share`` of all lines between them (Zipf), walking every URL
+  evenly, with ``crawler_error_rate`` of 404s (an occasional 403);
+- ``chronic_urls``: endpoints that always fail part of their requests (a ``/login``
+  answering 401 to a share of its normal traffic);
+- ``day_night``: the human traffic follows a day/night cycle, ``1 + day_night x cos`` of
+  the UTC hour from ``peak_hour``, averaging the given rate; crawlers keep a flat rate, so
+  the night's error rate is higher, as on a real site.
+
+With any of them, a page named by a ``url_outage`` keeps its normal traffic outside the
+outage (without, it only gets the incident's lines, as it always did).
 """
 
 from __future__ import annotations
@@ -38,11 +53,16 @@ SUCCESS_MIX = ((200, 0.88), (304, 0.05), (302, 0.03), (201, 0.02), (301, 0.01), 
 ERROR_MIX = ((404, 0.48), (500, 0.42), (403, 0.03), (401, 0.03), (503, 0.02), (400, 0.02))
 CLIENT_ERROR_MIX = ((404, 0.40), (403, 0.25), (401, 0.25), (429, 0.10))
 SERVER_ERROR_MIX = ((500, 0.50), (502, 0.20), (503, 0.20), (504, 0.10))
+CRAWLER_ERROR_MIX = ((404, 0.95), (403, 0.05))
+CHRONIC_ERROR_MIX = ((401, 1.0),)
 NO_BODY = (204, 304)  # httpd's %b logs '-' for these
 SIZES_PER_STATUS = 64
 VARIANTS_PER_URL = 4
 # kinds of line: which error mix applies
-NORMAL, CLIENT_BAD, SERVER_BAD = 0, 1, 2
+NORMAL, CLIENT_BAD, SERVER_BAD, CRAWLER, CHRONIC = 0, 1, 2, 3, 4
+# first octets of the published ranges of Googlebot, Bingbot, Applebot, YandexBot, Baiduspider
+CRAWLER_PREFIXES = ("66.249", "40.77", "157.55", "17.58", "5.255", "180.76")
+BOT_USER_AGENTS = (6, 7)  # indices of Googlebot and bingbot in USER_AGENTS
 
 PAGES = (
     "/", "/index.html", "/login", "/logout", "/search", "/cart", "/checkout", "/about", "/contact",
@@ -82,6 +102,7 @@ USER_AGENTS = (
 PROTOCOLS = (("HTTP/1.1", 0.70), ("HTTP/2.0", 0.25), ("HTTP/1.0", 0.05))
 
 
+
 @dataclass
 class TrafficConfig:
     """The knobs of the generator CLI (validated by ``validate``)."""
@@ -97,6 +118,12 @@ class TrafficConfig:
     bad_url_share: float = 0.02
     seed: int = 0
     incidents: list = field(default_factory=list)  # scenario.Incident
+    crawlers: int = 0
+    crawler_share: float = 0.15  # of all lines, the crawlers together
+    crawler_error_rate: float = 0.08
+    chronic_urls: dict = field(default_factory=dict)  # URL -> share of its normal requests answered 401
+    day_night: float = 0.0  # amplitude of the human traffic's daily cycle, in [0, 1)
+    peak_hour: float = 14.0  # UTC hour of its peak
 
     def base_error_rate(self) -> float:
         """The error rate of normal lines that makes the global rate ``error_rate``."""
@@ -131,6 +158,21 @@ class TrafficConfig:
                 f"({self.error_rate - base * (1 - share):.3f}): raise it or lower their share/rate")
         if base > 1 + 1e-12:
             raise ValueError(f"--error-rate {self.error_rate:g} is not reachable with these bad IPs/URLs")
+        if self.crawlers < 0 or not 0 <= self.crawler_share < 1 or not 0 <= self.crawler_error_rate <= 1:
+            raise ValueError("crawlers: a count >= 0, a share in [0, 1) and an error rate in [0, 1]")
+        if share + (self.crawler_share if self.crawlers else 0) >= 1:
+            raise ValueError("bad IPs, bad URLs and crawlers would take all the traffic")
+        if not 0 <= self.day_night < 1:
+            raise ValueError(f"day_night must be in [0, 1), got {self.day_night:g}")
+        for url, rate in self.chronic_urls.items():
+            if not 0 <= rate <= 1:
+                raise ValueError(f"chronic URL {url}: its error rate must be within [0, 1], got {rate:g}")
+
+    @property
+    def slot_factor(self) -> float:
+        """Base time slots per line kept: the day/night cycle draws slots at the peak rate and
+        keeps ``1 / (1 + day_night)`` of them on average (1.0 when there is no cycle)."""
+        return 1.0 + self.day_night
 
 
 def _lut(weights, size: int = 1 << _LUT_BITS) -> np.ndarray:
@@ -163,6 +205,17 @@ def _make_ips(rng: np.random.Generator, count: int, exclude: set[str]) -> list[s
                   f"::{rng.integers(1, 0x10000):x}")
         if ip not in seen:
             seen.add(ip)
+            out.append(ip)
+    return out
+
+
+def _make_crawler_ips(rng: np.random.Generator, count: int, exclude: set[str]) -> list[str]:
+    """Addresses in the crawlers' published ranges (drawn only when there are crawlers)."""
+    out: list[str] = []
+    while len(out) < count:
+        prefix = CRAWLER_PREFIXES[len(out) % len(CRAWLER_PREFIXES)]
+        ip = f"{prefix}.{rng.integers(0, 256)}.{rng.integers(1, 255)}"
+        if ip not in exclude and ip not in out:
             out.append(ip)
     return out
 
@@ -262,19 +315,27 @@ class TrafficModel:
         flood_ips = [i.entity for i in incidents if i.kind == "ip_flood"]
         self.normal_ips = _make_ips(rng, config.ips, set(flood_ips))
         self.bad_ip_list = _make_ips(rng, config.bad_ips, set(self.normal_ips) | set(flood_ips))
+        self.crawler_list = _make_crawler_ips(rng, config.crawlers,
+                                              set(self.normal_ips) | set(self.bad_ip_list) | set(flood_ips))
         extra_ips = [ip for ip in dict.fromkeys(flood_ips) if ip not in self.normal_ips]
-        self.ips = self.normal_ips + self.bad_ip_list + extra_ips
+        self.ips = self.normal_ips + self.bad_ip_list + self.crawler_list + extra_ips
         self.ip_index = {ip: i for i, ip in enumerate(self.ips)}
         self.ip_lut = _lut(_zipf(config.ips, 0.7)[rng.permutation(config.ips)])
         ua_texts, ua_w = zip(*USER_AGENTS)
         self.user_agents = list(ua_texts)
         self.ip_ua = _lut(ua_w)[rng.integers(0, 1 << _LUT_BITS, len(self.ips))]
+        for k in range(config.crawlers):  # crawlers say what they are
+            self.ip_ua[config.ips + config.bad_ips + k] = BOT_USER_AGENTS[k % len(BOT_USER_AGENTS)]
 
         # --- URLs: normal (resources + pages), bad, then scenario entities
         outage_urls = [i.entity for i in incidents if i.kind == "url_outage"]
         bad_names = [u for u in BAD_URL_NAMES if u not in outage_urls]
         self.bad_url_list = (bad_names + [f"/api/v1/service-{k}" for k in range(config.bad_urls)])[:config.bad_urls]
-        pages = [p for p in PAGES if p not in self.bad_url_list and p not in outage_urls]
+        # a page that goes down keeps its normal traffic around the outage in the realistic
+        # (profile) model; otherwise, as always, only the incident's lines ask for it
+        realistic = bool(config.crawlers or config.chronic_urls or config.day_night)
+        down = set() if realistic else set(outage_urls)
+        pages = [p for p in PAGES if p not in self.bad_url_list and p not in down]
         resources = [f"/resource/{k}" for k in range(1, config.urls + 1)]
         self.normal_urls = resources + pages
         extra_urls = [u for u in dict.fromkeys(outage_urls) if u not in self.normal_urls]
@@ -296,7 +357,8 @@ class TrafficModel:
             return np.array([code_pos[c] for c, _ in mix], dtype=np.int32)[_lut([w for _, w in mix])]
 
         self.success_lut = mix_lut(SUCCESS_MIX)
-        self.error_luts = (mix_lut(ERROR_MIX), mix_lut(CLIENT_ERROR_MIX), mix_lut(SERVER_ERROR_MIX))
+        self.error_luts = (mix_lut(ERROR_MIX), mix_lut(CLIENT_ERROR_MIX), mix_lut(SERVER_ERROR_MIX),
+                           mix_lut(CRAWLER_ERROR_MIX), mix_lut(CHRONIC_ERROR_MIX))
         self.sizes = [s for c in codes for s in _size_pool(rng, c)]
         self.status_sizes = [(codes[k // SIZES_PER_STATUS], s) for k, s in enumerate(self.sizes)]
 
@@ -305,13 +367,21 @@ class TrafficModel:
         self.ref_lut = _lut(ref_w)
         self.ref_uas = [(r, a) for r in self.referrers for a in self.user_agents]
 
-        # --- classes of base lines: bad IPs, bad URLs, normal
+        # --- classes of base lines: bad IPs, bad URLs, crawlers, normal
         shares = [config.bad_ip_share] * config.bad_ips + [config.bad_url_share] * config.bad_urls
+        if config.crawlers:
+            crawler_w = _zipf(config.crawlers, 1.0)
+            shares += list(config.crawler_share * crawler_w / crawler_w.sum())
         self.class_bounds = np.cumsum(shares) if shares else np.zeros(0)
         self.base_rate = max(0.0, min(1.0, config.base_error_rate()))
         self.n_bad_ips = config.bad_ips
+        self.n_bad = config.bad_ips + config.bad_urls  # classes before the crawlers'
         self.first_bad_ip = config.ips
+        self.first_crawler_ip = config.ips + config.bad_ips
         self.first_bad_url = len(self.normal_urls)
+        self.chronic = {self.url_index[u]: r for u, r in config.chronic_urls.items() if u in self.url_index}
+        if config.crawlers or self.chronic:
+            self.base_rate = self._human_error_rate(weights)
         self.incidents = incidents
         self._carry = [0.0] * len(incidents)
 
@@ -319,6 +389,29 @@ class TrafficModel:
         self._ts_cache: dict[int, str] = {}
         self._frac3 = np.array([f"{k:03d}" for k in range(1000)], dtype=object)
         self.keys = np.array(self.ips, dtype=object)
+
+    def _human_error_rate(self, url_weights) -> float:
+        """The normal lines' error rate that keeps the global rate at ``error_rate`` when
+        crawlers and chronic URLs add their own errors (day/night aside)."""
+        cfg = self.config
+        other = cfg.bad_ips * cfg.bad_ip_share + cfg.bad_urls * cfg.bad_url_share
+        other_errors = (cfg.bad_ips * cfg.bad_ip_share * cfg.ip_error_rate
+                        + cfg.bad_urls * cfg.bad_url_share * cfg.url_error_rate)
+        if cfg.crawlers:
+            other += cfg.crawler_share
+            other_errors += cfg.crawler_share * cfg.crawler_error_rate
+        w = np.asarray(url_weights, dtype=np.float64)
+        w = w / w.sum()
+        chronic_w = sum(w[i] for i in self.chronic)
+        chronic_errors = sum(w[i] * r for i, r in self.chronic.items())
+        human = (cfg.error_rate - other_errors) / (1 - other)
+        return max(0.0, min(1.0, (human - chronic_errors) / (1 - chronic_w)))
+
+    def _day_night(self, times_us: np.ndarray) -> np.ndarray:
+        """The share of base slots kept for human lines at these times (peak: 1)."""
+        hours = (times_us / (3600 * US)) % 24
+        a = self.config.day_night
+        return (1 + a * np.cos(2 * np.pi * (hours - self.config.peak_hour) / 24)) / (1 + a)
 
     # ------------------------------------------------------------------ drawing
     def chunk(self, times_us: np.ndarray, span: tuple[int, int] | None = None) -> Chunk:
@@ -336,13 +429,28 @@ class TrafficModel:
         if len(self.class_bounds):
             cls = np.searchsorted(self.class_bounds, rng.random(n), side="right")
             bad_ip = cls < self.n_bad_ips
-            bad_url = (cls >= self.n_bad_ips) & (cls < len(self.class_bounds))
+            bad_url = (cls >= self.n_bad_ips) & (cls < self.n_bad)
             ip[bad_ip] = self.first_bad_ip + cls[bad_ip]
             url[bad_url] = self.first_bad_url + (cls[bad_url] - self.n_bad_ips)
             p_err[bad_ip] = cfg.ip_error_rate
             p_err[bad_url] = cfg.url_error_rate
             kind[bad_ip] = CLIENT_BAD
             kind[bad_url] = SERVER_BAD
+            if cfg.crawlers:
+                crawler = (cls >= self.n_bad) & (cls < len(self.class_bounds))
+                ip[crawler] = self.first_crawler_ip + (cls[crawler] - self.n_bad)
+                url[crawler] = rng.integers(0, len(self.normal_urls), int(crawler.sum()))  # they walk the site
+                p_err[crawler] = cfg.crawler_error_rate
+                kind[crawler] = CRAWLER
+        for u, rate in self.chronic.items():
+            m = (url == u) & (kind == NORMAL)
+            p_err[m] = rate
+            kind[m] = CHRONIC
+        if cfg.day_night:
+            human = (kind == NORMAL) | (kind == CHRONIC)
+            keep = rng.random(n) < np.where(human, self._day_night(np.asarray(times_us)), 1 / cfg.slot_factor)
+            times_us, ip, url, p_err, kind = (a[keep] for a in (np.asarray(times_us), ip, url, p_err, kind))
+            n = len(times_us)
         if self.incidents:
             times_us, ip, url, p_err, kind = self._apply_incidents(times_us, ip, url, p_err, kind, span)
             n = len(times_us)
@@ -356,6 +464,9 @@ class TrafficModel:
             if kind.any():
                 e = np.where(kind == CLIENT_BAD, self.error_luts[1][u], e)
                 e = np.where(kind == SERVER_BAD, self.error_luts[2][u], e)
+                if cfg.crawlers or self.chronic:
+                    e = np.where(kind == CRAWLER, self.error_luts[3][u], e)
+                    e = np.where(kind == CHRONIC, self.error_luts[4][u], e)
             code = np.where(err, e, code)
         sb = code * SIZES_PER_STATUS + rng.integers(0, SIZES_PER_STATUS, n)
         ref = self.ref_lut[rng.integers(0, 1 << _LUT_BITS, n)]

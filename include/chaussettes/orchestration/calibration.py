@@ -15,9 +15,7 @@ from chaussettes.orchestration import common
 JOB_FLAGS = {
     "window_length_s": "--window-length",
     "window_slide_s": "--window-slide",
-    "percentile": "--percentile",
-    "target_alert_rate": "--target-alert-rate",
-    "tolerance": "--tolerance",
+    "budget": "--budget",
 }
 MIN_REQUESTS_FIELDS = {"global": "min_requests_global", "ip": "min_requests_ip", "url": "min_requests_url"}
 # History a run reads unless its form says otherwise; the housekeeping DAG never deletes it.
@@ -72,38 +70,47 @@ def plan(params: dict[str, Any], context, settings) -> dict[str, Any]:
             "candidate": str(candidate), "application_args": args, "spark_conf": spark_conf}
 
 
-def check_candidate(path: str | Path, *, target: float, tolerance: float,
-                    min_evaluations: int = 1, max_out_of_sample: float | None = None) -> dict:
-    """Schema + validation figures of a candidate. Returns the figures; raises CandidateRejected."""
+def check_candidate(path: str | Path, *, budget: float, min_evaluations: int = 1,
+                    max_out_of_sample: float | None = None) -> dict:
+    """Schema + validation figures of a candidate (the evidence rule, schema 2): in-sample
+    incidents a day within the budget, enough judged windows, the held-out tail within what
+    chance allows at that budget and its alert rate under ``max_out_of_sample``. Returns the
+    figures; raises CandidateRejected."""
     from chaussettes import thresholds
 
     try:
-        doc = thresholds.load(path).doc
+        loaded = thresholds.load(path)
     except thresholds.ThresholdsError as exc:
         raise CandidateRejected(f"candidate is not a valid seuils.json: {exc}") from None
+    doc = loaded.doc
+    if loaded.rule != "evidence":
+        raise CandidateRejected(f"candidate uses the {loaded.rule} rule (schema {loaded.schema_version}); "
+                                "the calibration writes the evidence rule (schema 2)")
     v = doc.get("validation") or {}
-    rate = v.get("alert_rate")
-    oos = v.get("alert_rate_out_of_sample")
+    per_day = v.get("incidents_per_day")
     evaluations = v.get("evaluations")
+    oos, allowed = v.get("incidents_out_of_sample"), v.get("allowed_out_of_sample")
     figures = {
-        "alert_rate": rate, "alert_rate_out_of_sample": oos, "alerts": v.get("alerts"),
-        "evaluations": evaluations, "target": target, "tolerance": tolerance,
-        "global_error_rate": (doc.get("global") or {}).get("error_rate"),
-        "ip_default": (doc.get("ip") or {}).get("default"),
-        "url_default": (doc.get("url") or {}).get("default"),
-        "ip_overrides": len((doc.get("ip") or {}).get("overrides") or {}),
-        "url_overrides": len((doc.get("url") or {}).get("overrides") or {}),
+        "incidents_per_day": per_day, "incidents": v.get("incidents"), "budget": budget,
+        "incidents_out_of_sample": oos, "allowed_out_of_sample": allowed,
+        "alert_rate": v.get("alert_rate"), "alert_rate_out_of_sample": v.get("alert_rate_out_of_sample"),
+        "evaluations": evaluations, "z": doc["evidence"]["z"], "season": doc["evidence"]["season"],
+        "ip_keys": len(doc["ip"]["overrides"]), "url_keys": len(doc["url"]["overrides"]),
+        "chronic": sorted(k for kind in ("ip", "url") for k in doc["evidence"].get("chronic", {}).get(kind, {})),
         "rows": (doc.get("calibration") or {}).get("rows"),
     }
     problems = []
-    if not isinstance(rate, (int, float)):
-        problems.append("no in-sample alert_rate in its validation figures")
-    elif abs(rate - target) > tolerance + 1e-12:
-        problems.append(f"alert_rate {rate:.4%} is not within {tolerance:.4%} of the target {target:.4%}")
+    if not isinstance(per_day, (int, float)):
+        problems.append("no in-sample incidents_per_day in its validation figures")
+    elif per_day > budget + 1e-9:
+        problems.append(f"{per_day:.2f} incidents a day in sample, over the budget of {budget:g}")
     if not isinstance(evaluations, (int, float)) or evaluations < min_evaluations:
         problems.append(f"{evaluations} evaluations judged, fewer than the {min_evaluations} required")
-    if max_out_of_sample is not None and isinstance(oos, (int, float)) and oos > max_out_of_sample:
-        problems.append(f"out-of-sample alert_rate {oos:.4%} is above the {max_out_of_sample:.4%} allowed")
+    if isinstance(oos, int) and isinstance(allowed, int) and oos > allowed:
+        problems.append(f"{oos} incidents out of sample where the budget allows {allowed} by chance")
+    rate = v.get("alert_rate_out_of_sample")
+    if max_out_of_sample is not None and isinstance(rate, (int, float)) and rate > max_out_of_sample:
+        problems.append(f"out-of-sample alert_rate {rate:.4%} is above the {max_out_of_sample:.4%} allowed")
     if problems:
         raise CandidateRejected("candidate rejected: " + "; ".join(problems) + f" | figures: {figures}")
     return figures
