@@ -19,10 +19,10 @@ Rules compared, each replayed on the test period's windows (``windows.block_wind
   the package);
 - ``new``: the evidence rule calibrated on the history by ``jobs/calibrate_thresholds.py``.
 
-Incidents are counted as the detector makes them (``detector_incidents``, written here
-until ``chaussettes.incidents`` exists): consecutive breaching windows of one (kind, key),
-resolved after ``resolve_after`` judged windows without a breach or a window without
-traffic. Figures per traffic and rule: labelled incidents alerted within two windows (the
+Incidents are counted as the detector makes them: the windows replayed through
+``chaussettes.incidents.IncidentBook`` (consecutive breaching windows of one (kind, key),
+resolved after ``resolve_after`` windows without a breach or a window length without
+traffic). Figures per traffic and rule: labelled incidents alerted within two windows (the
 first breaching window of the incident's kind and key ends at most two window lengths
 after it starts; goal: all), incidents outside the labelled incidents per simulated day
 (goal <= 1; an incident during a traffic surge counts as false), and, on the default
@@ -184,56 +184,56 @@ def test_windows(spark, traffic: dict, length: int = 60, slide: int = 10) -> dic
             "errors": v >> windows.ERROR_BIT, "slide": slide, "length": length}
 
 
-def judge_all(thresholds, wins: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(judged, breach) of every window, by judge.evaluate, one kind at a time."""
+def judge_all(thresholds, wins: dict) -> dict:
+    """judge.evaluate's verdicts (judged, breach, level, threshold) of every window, one kind at a time."""
     from chaussettes import judge
 
-    judged = np.zeros(len(wins["s"]), dtype=bool)
-    breach = np.zeros(len(wins["s"]), dtype=bool)
+    n = len(wins["s"])
+    out = {"judged": np.zeros(n, dtype=bool), "breach": np.zeros(n, dtype=bool),
+           "level": np.zeros(n, dtype=np.int8), "threshold": np.zeros(n, dtype=np.float64)}
     for kind in ("global", "ip", "url"):
         m = wins["kind"] == kind
         v = judge.evaluate(thresholds, kind, wins["key"][m], wins["requests"][m], wins["errors"][m],
                            window_start=wins["s"][m] * wins["slide"])
-        judged[m], breach[m] = v.judged, v.breach
-    return judged, breach
+        for name, values in out.items():
+            values[m] = getattr(v, name)
+    return out
 
 
-def detector_incidents(wins: dict, judged: np.ndarray, breach: np.ndarray, resolve_after: int) -> list[tuple]:
-    """Incidents as the detector makes them: (kind, key, first start, last breaching start),
-    starts in slides. Consecutive breaching windows of one (kind, key) are one incident; it
-    resolves after ``resolve_after`` judged windows without a breach, or at a window
-    without traffic (a missing window start)."""
+def detector_incidents(wins: dict, verdicts: dict, resolve_after: int) -> list[tuple]:
+    """Incidents as the detector makes them: the windows of the keys that ever breach,
+    replayed in event-time order through ``chaussettes.incidents.IncidentBook`` (the
+    detector's own rules). Each: (kind, key, first breaching start, last breaching start),
+    starts in slides."""
+    import pandas as pd
+    from chaussettes.incidents import IncidentBook
+
+    slide, length = wins["slide"], wins["length"]
+    breach = verdicts["breach"]
+    if not breach.any():
+        return []
+    hit = set(zip(wins["kind"][breach], wins["key"][breach]))
+    sel = np.array([pair in hit for pair in zip(wins["kind"], wins["key"])])
+    frame = pd.DataFrame({"kind": wins["kind"][sel], "key": wins["key"][sel], "s": wins["s"][sel],
+                          "requests": wins["requests"][sel], "errors": wins["errors"][sel],
+                          "breach": breach[sel], "level": verdicts["level"][sel],
+                          "threshold": verdicts["threshold"][sel]})
+    frame["window_start"] = frame["s"] * slide
+    frame["window_end"] = frame["window_start"] + length
+    frame["error_rate"] = frame["errors"] / frame["requests"].clip(lower=1)
     out = []
-    hit = np.unique(np.stack([wins["kind"][breach], wins["key"][breach]]).T.astype(str), axis=0) if breach.any() \
-        else []
-    pairs = {(k, key) for k, key in hit}
-    if not pairs:
-        return out
-    sel = np.array([(k, key) in pairs for k, key in zip(wins["kind"], wins["key"])])
-    idx = np.flatnonzero(sel)
-    order = idx[np.lexsort((wins["s"][idx], wins["key"][idx].astype(str), wins["kind"][idx].astype(str)))]
-    current = None  # [kind, key, first, last, quiet, previous start]
-    for i in order:
-        kind, key, s = wins["kind"][i], wins["key"][i], int(wins["s"][i])
-        if current is not None and (current[0], current[1]) != (kind, key):
-            out.append(tuple(current[:4]))
-            current = None
-        if current is not None and s != current[5] + 1:  # a window without traffic: resolved
-            out.append(tuple(current[:4]))
-            current = None
-        if breach[i]:
-            if current is None:
-                current = [kind, key, s, s, 0, s]
-            current[3], current[4] = s, 0
-        elif judged[i] and current is not None:
-            current[4] += 1
-            if current[4] >= resolve_after:
-                out.append(tuple(current[:4]))
-                current = None
-        if current is not None:
-            current[5] = s
-    if current is not None:
-        out.append(tuple(current[:4]))
+    for kind, rows in frame.groupby("kind"):
+        book = IncidentBook(kind, length, slide, resolve_after)
+        for s, batch in rows.groupby("s", sort=True):
+            closing = {key: (inc.first_window_start, inc.last_window_start) for key, inc in book.open.items()}
+            for event in book.resolve_due(int(s) * slide):  # the watermark has reached this window's start
+                first, last = closing[event["key"]]
+                out.append((kind, event["key"], first // slide, last // slide))
+            book.apply(batch)
+            # the window starting at s has requests in one of its slides: at least its first
+            book.saw_traffic(dict(zip(batch["key"], batch["window_start"].astype(int))))
+        out += [(kind, key, inc.first_window_start // slide, inc.last_window_start // slide)
+                for key, inc in book.open.items()]
     return out
 
 
@@ -287,8 +287,9 @@ def evaluate_traffic(spark, name: str, tmp: Path) -> list[dict]:
     new_s = time.perf_counter() - t
     rows = []
     for rule, thresholds in rules.items():
-        judged, breach = judge_all(thresholds, wins)
-        incidents = detector_incidents(wins, judged, breach, thresholds.resolve_after)
+        verdicts = judge_all(thresholds, wins)
+        judged, breach = verdicts["judged"], verdicts["breach"]
+        incidents = detector_incidents(wins, verdicts, thresholds.resolve_after)
         s = score(incidents, traffic, wins, breach, thresholds.resolve_after)
         examples = "; ".join(f"{k} {key}" for k, key, *_ in s["false"][:4])
         note = (f"{len(s['detected'])}/{len(s['expected'])} labelled incidents within two windows "

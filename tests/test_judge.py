@@ -281,3 +281,32 @@ def test_bad_evidence_documents_are_refused_in_one_line(mutate, fragment):
     with pytest.raises(th.ThresholdsError) as err:
         th.validate(doc)
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_detector_key_group_judges_with_its_slice_as_with_the_whole_file():
+    # the detector sends each (kind, shard) group only its own keys' baselines and chronic
+    # entries: every slice is a valid document, and it judges the group's keys identically
+    import numpy as np
+    from chaussettes.detector import channel
+
+    whole = evidence_thresholds("hour_of_day")
+    rng = np.random.default_rng(4)
+    shards, breaches, judged = 4, 0, 0
+    for kind, keys in (("ip", ["10.0.0.66", "10.0.0.7", "10.0.0.9", "10.0.1.1"]),
+                       ("url", ["/login", "/health", "/", "/api/items"])):
+        for shard in range(shards):
+            part = th.Thresholds.from_doc(channel.thresholds_slice(whole.doc, kind, shard, shards))
+            mine = [k for k in keys if channel.shard_of(k, shards) == shard]
+            assert set(part.overrides(kind)) == {k for k in whole.overrides(kind) if k in mine}
+            if not mine:
+                continue
+            n = rng.integers(1, 400, 400)
+            e = rng.binomial(n, rng.choice([0.01, 0.3, 0.99], 400))
+            key = np.array([mine[i % len(mine)] for i in range(400)], dtype=object)
+            start = MONDAY + 10 * rng.integers(0, 8640, 400)
+            a = J.evaluate(whole, kind, key, n, e, window_start=start)
+            b = J.evaluate(part, kind, key, n, e, window_start=start)
+            assert (a.breach == b.breach).all() and (a.level == b.level).all()
+            assert np.array_equal(a.threshold, b.threshold)
+            breaches, judged = breaches + int(a.breach.sum()), judged + int(a.judged.sum())
+    assert 0 < breaches < judged
