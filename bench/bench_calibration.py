@@ -397,34 +397,12 @@ def run(ctx, events: int = EVENTS, only: list[str] | None = None) -> list[dict]:
 
 if __name__ == "__main__":
     import argparse
-    import tempfile
 
-    from chaussettes import settings as settings_mod
-    from chaussettes.sparkconf import build_session
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import run_alone
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=EVENTS)
     ap.add_argument("--only", nargs="+", choices=list(CASES))
     a = ap.parse_args()
-
-    class _Ctx:
-        def __init__(self, tmp):
-            self.tmp = Path(tmp)
-            self.settings = settings_mod.load(env={}, home=self.tmp / "home")
-            self._spark = None
-
-        def spark(self):
-            if self._spark is None:
-                self._spark = build_session("bench-calibration", self.settings, master="local[2]",
-                                            extra={"spark.ui.enabled": "false", "spark.driver.memory": "4g"})
-                self._spark.sparkContext.setLogLevel("ERROR")
-            return self._spark
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = _Ctx(tmp)
-        try:
-            for row in run(ctx, a.events, a.only):
-                print(json.dumps(row), flush=True)
-        finally:
-            if ctx._spark is not None:
-                ctx._spark.stop()
+    run_alone(run, a.events, a.only)

@@ -56,11 +56,24 @@ class Context:
             self._spark = build_session("chaussettes-bench", self.settings, master="local[2]",
                                         extra={"spark.ui.enabled": "false",
                                                "spark.driver.memory": "4g"})
+            self._spark.sparkContext.setLogLevel("ERROR")
         return self._spark
 
     def close(self):
         if self._spark is not None:
             self._spark.stop()
+
+
+def run_alone(run, *args) -> None:
+    """``python bench/bench_X.py``: a module's figures as JSON lines, on a Spark session of
+    its own and a scratch home (modules that need no broker)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = Context(settings_mod.load(env={}, home=Path(tmp) / "home"), Path(tmp))
+        try:
+            for row in run(ctx, *args):
+                print(json.dumps(row), flush=True)
+        finally:
+            ctx.close()
 
 
 def machine() -> dict:
