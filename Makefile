@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sysdeps up down status test bench dist pins lint clean
+.PHONY: help install sysdeps up down status test quick bench dist pins lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,13 @@ status: $(STAMP)  ## health of each component
 
 test: $(STAMP) sysdeps  ## run the whole test suite on real services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+QUICK_TESTS = tests/test_calibration_pure.py tests/test_keyed_windows.py tests/test_incidents.py \
+	tests/test_logformat.py tests/test_durations.py tests/test_thresholds.py tests/test_notify_tracker.py \
+	tests/test_incident_events.py
+
+quick: $(STAMP)  ## the pure tests (no broker, Spark or Airflow): seconds, for the edit loop
+	$(PY) -m pytest -q $(QUICK_TESTS)
 
 bench: $(STAMP)  ## run the benchmarks; figures in bench/results/latest.{json,md}
 	$(PY) bench/run.py
