@@ -88,8 +88,8 @@ def throughput(ctx) -> list[dict]:
 
 
 def latency(ctx) -> list[dict]:
-    from chaussettes.detector.pipeline import DetectorConfig, build_query
-    from chaussettes.detector.status import StatusWriter
+    from bench_detector import _detector, _start_in_thread, _stop
+    from chaussettes.detector.pipeline import DetectorConfig
     from chaussettes.notify.relay import Relay, RelayConfig
     from confluent_kafka import Consumer, TopicPartition
 
@@ -131,11 +131,10 @@ def latency(ctx) -> list[dict]:
     relay = Relay(settings, RelayConfig(alertmanager_url=manager.url, topic=alerts_topic, progress_every_s=3600))
     threads = [threading.Thread(target=relay.run, args=(stop,), daemon=True),
                threading.Thread(target=watch_alerts, daemon=True)]
-    status = StatusWriter(settings.detector_status_path, "kafka", settings=settings, topic=topic)
-    status.starting()
-    query, processor = build_query(ctx.spark(), settings, DetectorConfig(
+    detector, status = _detector(ctx.spark(), settings, DetectorConfig(
         source="kafka", trigger="10s", checkpoint=base / "ckpt", topic=topic, alerts_topic=alerts_topic,
-        max_offsets_per_trigger=None), status)
+        max_offsets_per_trigger=None))
+    thread, errors = _start_in_thread(detector)
     try:
         for t in threads:
             t.start()
@@ -148,13 +147,15 @@ def latency(ctx) -> list[dict]:
             raise RuntimeError(f"generator failed: {gen.stderr[-300:]}")
         time.sleep(30)  # the last incident's notification
     finally:
-        query.stop()
-        processor.close()
+        _stop(detector, thread)
+        status.close()
         stop.set()
         for t in threads:
             t.join(30)
         manager.stop()
         webhook.close()
+    if errors:
+        raise RuntimeError(f"the detector failed: {errors[0]}")
     labels = json.loads((base / "labels.json").read_text())["incidents"]
     end_to_end, relay_am, missed = [], [], []
     for inc in labels:

@@ -108,14 +108,16 @@ def raw_figures(ctx: Context, messages: int) -> list[dict]:
 
 
 def merged(report: Path, fresh: list[dict]) -> list[dict]:
-    """A partial run (``--only``) replaces its modules' rows in the report and keeps the
-    others, each row with the date it was measured (``measured_at``)."""
+    """A partial run (``--only``, or a module's parts chosen by its ``BENCH_*_PARTS``)
+    replaces the rows it measured again in the report and keeps the others, each row with
+    the date it was measured (``measured_at``)."""
     try:
         old = json.loads(report.read_text())
     except (OSError, ValueError):
         return fresh
-    redone = {r["module"] for r in fresh}
-    kept = [{"measured_at": old.get("date"), **r} for r in old.get("results", []) if r.get("module") not in redone]
+    redone = {(r["module"], r["name"]) for r in fresh}
+    kept = [{"measured_at": old.get("date"), **r} for r in old.get("results", [])
+            if (r.get("module"), r.get("name")) not in redone]
     return kept + fresh
 
 
