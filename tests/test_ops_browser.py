@@ -48,24 +48,6 @@ class AirflowUI:
     silenced: list[str]  # incident ids (here: old per-window alerts) under an Alertmanager silence
 
 
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
 def _post_json(url: str, payload: dict, timeout: float = 5.0) -> dict:
     request = urllib.request.Request(url, data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -142,7 +124,7 @@ def airflow_ui(broker, tmp_path_factory, alertmanager_ui):
         yield AirflowUI(base=base, settings=s, alerts=alerts, status=status, token=tokens[-1],
                         silenced=[a["alert_id"] for a in alerts if a["kind"] == "url"])
     finally:
-        family = _descendants(proc.pid) | {proc.pid}
+        family = procs.descendants(proc.pid) | {proc.pid}
         stopped = procs.stop_group(proc.pid, timeout_s=20)
         proc.wait(timeout=10)
         left = [pid for pid in family | set(procs.group_members(proc.pid)) if procs.alive(pid)]

@@ -414,13 +414,7 @@ def test_checkpoint_beyond_an_emptied_topic_fails_clearly_or_restarts_from_its_s
         ensure_topics(load(env={}, bootstrap_servers=servers), {topic: 4})
         produce(servers, topic, 8, start=100)
 
-        df = (kspark.readStream.format("kafka")
-              .options(**read_opts(servers, topic, startingOffsets="earliest")).load())
-        q = (df.writeStream.format("noop").option("checkpointLocation", str(ckpt))
-             .trigger(availableNow=True).start())
-        with pytest.raises(Exception) as failure:
-            q.awaitTermination(120)
-        message = str(failure.value)
+        message = _resumed_stream_failure(kspark, servers, topic, ckpt)
         assert "checkpointed offset 10 is beyond the partition's end 2" in message
         assert "emptied or recreated" in message and "failOnDataLoss=false" in message
 
@@ -429,6 +423,17 @@ def test_checkpoint_beyond_an_emptied_topic_fails_clearly_or_restarts_from_its_s
         assert keys == sorted(f"k{i}" for i in range(100, 108))
     finally:
         broker.stop()
+
+
+def _resumed_stream_failure(kspark, servers: str, topic: str, ckpt) -> str:
+    """The message of the failure of a stream resumed from ``ckpt`` on ``topic`` (it must fail)."""
+    df = (kspark.readStream.format("kafka")
+          .options(**read_opts(servers, topic, startingOffsets="earliest")).load())
+    q = (df.writeStream.format("noop").option("checkpointLocation", str(ckpt))
+         .trigger(availableNow=True).start())
+    with pytest.raises(Exception) as failure:
+        q.awaitTermination(120)
+    return str(failure.value)
 
 
 def _create_topic(servers: str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
@@ -466,13 +471,7 @@ def test_a_topic_created_again_past_the_checkpoint_fails_clearly_or_restarts_fro
     _create_topic(servers, topic, 2)
     produce(servers, topic, 100, start=1000, partitions=2)
 
-    df = (kspark.readStream.format("kafka")
-          .options(**read_opts(servers, topic, startingOffsets="earliest")).load())
-    q = (df.writeStream.format("noop").option("checkpointLocation", str(ckpt))
-         .trigger(availableNow=True).start())
-    with pytest.raises(Exception) as failure:
-        q.awaitTermination(120)
-    message = str(failure.value)
+    message = _resumed_stream_failure(kspark, servers, topic, ckpt)
     assert f"topic {topic} was deleted and created again" in message
     assert "emptied or recreated" in message and "failOnDataLoss=false" in message
 
