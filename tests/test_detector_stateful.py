@@ -236,7 +236,7 @@ def test_channel_counts_sum_to_the_windowed_statistic(spark):
     for length, slide, esm in ((60, 10, 400), (30, 30, 500), (20, 5, 400)):
         want = windows.windowed_rates_all(events, length, slide, esm).select(
             "kind", "key", F.unix_seconds("window_start"), F.unix_seconds("window_end"), "requests", "errors")
-        counts = windows._bucket_counts(events, slide, esm, thresholds_mod.KINDS).select(
+        counts = windows.bucket_counts(events, slide, esm, thresholds_mod.KINDS).select(
             "kind", channel.shard_column(F.col("key"), 4).alias("shard"), "key", "bucket", "n", "e").toArrow()
         base = channel.Header(batch=0, watermark_before=None, watermark=None)
         got = set()

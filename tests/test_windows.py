@@ -39,7 +39,7 @@ def bucket_rows(df, length, slide, esm, kinds=windows.KINDS):
     """The detector's form: Spark bucket counts, windows summed in numpy (window_sums)."""
     import pandas as pd
 
-    counts = windows._bucket_counts(df, slide, esm, kinds).toPandas().sort_values(["kind", "key", "bucket"])
+    counts = windows.bucket_counts(df, slide, esm, kinds).toPandas().sort_values(["kind", "key", "bucket"])
     if counts.empty:
         return []
     group, names = pd.MultiIndex.from_frame(counts[["kind", "key"]]).factorize()

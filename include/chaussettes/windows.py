@@ -15,7 +15,7 @@ event with a null status counts as a request that is not an error.
 - ``windowed_rates_all(events_df, ...)`` computes several kinds in ONE aggregation (each
   event is expanded to one row per kind first), which a streaming query needs (it cannot
   union several streaming aggregations).
-- ``_bucket_counts(...)`` + ``window_sums(...)``: events counted per slide-sized bucket in
+- ``bucket_counts(...)`` + ``window_sums(...)``: events counted per slide-sized bucket in
   Spark, each window summed once in numpy from those counts — what the detector's
   micro-batches use (``detector.pipeline.batch_rates``).
 - ``block_sums`` -> ``block_neighbours`` -> ``block_windows``: the same windows for a
@@ -129,7 +129,7 @@ def windowed_rates_all(
     return _finish(grouped)
 
 
-def _bucket_counts(events_df, slide_s: int, error_status_min: int, kinds: Sequence[str]):
+def bucket_counts(events_df, slide_s: int, error_status_min: int, kinds: Sequence[str]):
     """Events counted per (kind, key, slide-sized bucket): columns kind, key, bucket
     (the bucket's start, Unix seconds, long), n (requests), e (errors) — ONE scan and ONE
     aggregation for every kind (grouping sets), null keys dropped."""

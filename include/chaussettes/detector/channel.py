@@ -3,7 +3,7 @@ stateful query, through a Kafka topic of the detector's own.
 
 Why a topic: Structured Streaming cannot aggregate a micro-batch without state, and a
 stateful step cannot follow ``foreachBatch``. So the ingest query (``ingest``) parses and
-counts each micro-batch in the JVM (``windows._bucket_counts``: a row per (kind, key,
+counts each micro-batch in the JVM (``windows.bucket_counts``: a row per (kind, key,
 slide-sized bucket)) and publishes those counts here, exactly once per batch; the
 stateful query (``stateful``) reads them and keeps the windows in Spark's state store.
 

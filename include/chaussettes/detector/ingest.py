@@ -266,7 +266,7 @@ class IngestBatch:
             self._publish_driver(msgs, channel.record_timestamp_ms(cut, after=True), batch_id, options,
                                  sink + "-thresholds")
             clock.thresholds_sent = digest
-        counts = windows._bucket_counts(parsed.events, th.window_slide_s, th.error_status_min, KINDS)
+        counts = windows.bucket_counts(parsed.events, th.window_slide_s, th.error_status_min, KINDS)
         counts = counts.select("kind", channel.shard_column(F.col("key"), self.shards).alias("shard"),
                                "key", "bucket", "n", "e") \
             .repartition(self._publishing_tasks(rows), "kind", "shard")
