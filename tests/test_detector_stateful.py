@@ -5,6 +5,7 @@ driver that never sees a row per key, and the statistic shared with the calibrat
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import random
@@ -328,3 +329,58 @@ def test_small_and_large_micro_batches_give_the_same_incidents(spark, settings, 
     assert ("ip", "198.51.100.7") in {i[:2] for i in incidents[0]}
     assert ("url", "/api/v1/checkout") in {i[:2] for i in incidents[0]}
     assert incidents[1500] == incidents[0]
+
+
+def test_explanation_prefilter_keeps_every_line_of_its_keys(spark):
+    """The explanation reads again only the lines that can mention its keys
+    (``sink.mentioning``): in every format, the events of those keys parsed from the
+    kept lines are the events parsed from all of them; lines of other keys are dropped,
+    and a key that could be written escaped (a quote) keeps every line."""
+    from chaussettes import sparkparse
+    from chaussettes.detector.sink import mentioning
+    from pyspark.sql import functions as F
+
+    rnd = random.Random(5)
+    ips, urls = ["10.0.0.1", "10.0.0.10", "192.168.1.7"], ["/a", "/a/b", "/x y", '/q"uote', "/api/v1/items"]
+    events = [logformat.Event(T0 + dt.timedelta(seconds=i), rnd.choice(ips), "GET", rnd.choice(urls), None,
+                              "HTTP/1.1", rnd.choice([200, 404, 500]), 10, None, "ua") for i in range(300)]
+    texts = [logformat.format_event(e, rnd.choice(["combined", "json", "csv"])) for e in events]
+    # JSON may escape a slash: such a line is kept whatever its key
+    texts = [t.replace("/", "\\/") if t.startswith("{") and i % 2 else t for i, t in enumerate(texts)]
+    lines = [(t.encode(),) for t in texts]
+    df = spark.createDataFrame(lines, "value binary")
+
+    cols = ["event_time", "ip", "url", "status"]
+    every = [tuple(r) for r in sparkparse.parse_lines(df)[0].select(*cols).collect()]
+    for kind, key in [("ip", "10.0.0.1"), ("url", "/a"), ("url", "/api/v1/items"), ("url", '/q"uote')]:
+        kept = mentioning(df, [key]).cache()
+        want = sorted(r for r in every if r[cols.index(kind)] == key)
+        got = sorted(tuple(r) for r in sparkparse.parse_lines(kept)[0].where(F.col(kind) == key)
+                     .select(*cols).collect())
+        assert want and got == want, key
+        assert kept.count() == df.count() if '"' in key else kept.count() < df.count(), key
+        kept.unpersist()
+    assert mentioning(df, None).count() == df.count()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "combined"])
+def test_an_incident_is_explained_whatever_the_log_format(spark, tmp_path, fmt):
+    """The explanation counts the error lines of the incident's key in its window from the
+    lines read again — JSON and CSV lines too, which the parser's fast path leaves to the
+    full rules (they were left out before)."""
+    from chaussettes import settings as settings_mod
+    from chaussettes.detector.sink import IncidentSink
+
+    events = [logformat.Event(T0 + dt.timedelta(seconds=i), BAD_IP if i % 2 else "10.0.0.2", "GET",
+                              "/boom" if i % 3 else "/ok", None, "HTTP/1.1", 503 if i % 2 else 200, 10, None, "ua")
+              for i in range(60)]
+    path = tmp_path / f"lines.{fmt}"
+    path.write_text("".join(logformat.format_event(e, fmt) + "\n" for e in events))
+    settings = settings_mod.load(env={}, home=tmp_path / "home")
+    sink = IncidentSink(spark, settings, status=None, alerts_topic="unused")
+    fired = {"alert_id": "a1", "event": "firing", "kind": "ip", "key": BAD_IP, "source": {"files": [str(path)]},
+             "window_start": alerts_mod.iso(T0), "window_end": alerts_mod.iso(T0 + dt.timedelta(seconds=60))}
+    want_urls = collections.Counter(e.url for e in events if e.ip == BAD_IP)
+    tops = sink.explain([fired])["a1"]
+    assert tops["url"] == sorted(want_urls.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert tops["status"] == [("503", 30)]
