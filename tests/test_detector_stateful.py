@@ -9,6 +9,8 @@ import collections
 import datetime as dt
 import json
 import random
+import threading
+import time
 
 import pytest
 from chaussettes import logformat, schemas, windows
@@ -345,8 +347,8 @@ def test_explanation_prefilter_keeps_every_line_of_its_keys(spark):
     events = [logformat.Event(T0 + dt.timedelta(seconds=i), rnd.choice(ips), "GET", rnd.choice(urls), None,
                               "HTTP/1.1", rnd.choice([200, 404, 500]), 10, None, "ua") for i in range(300)]
     texts = [logformat.format_event(e, rnd.choice(["combined", "json", "csv"])) for e in events]
-    # JSON may escape a slash: such a line is kept whatever its key
-    texts = [t.replace("/", "\\/") if t.startswith("{") and i % 2 else t for i, t in enumerate(texts)]
+    # JSON may escape a slash (and a line may start with blanks): such a line is kept whatever its key
+    texts = [" " + t.replace("/", "\\/") if t.startswith("{") and i % 2 else t for i, t in enumerate(texts)]
     lines = [(t.encode(),) for t in texts]
     df = spark.createDataFrame(lines, "value binary")
 
@@ -384,3 +386,25 @@ def test_an_incident_is_explained_whatever_the_log_format(spark, tmp_path, fmt):
     tops = sink.explain([fired])["a1"]
     assert tops["url"] == sorted(want_urls.items(), key=lambda kv: (-kv[1], kv[0]))
     assert tops["status"] == [("503", 30)]
+
+
+def test_a_detector_runs_until_stopped_on_a_session_whose_queries_ended_before(spark, settings, new_topic, tmp_path):
+    """Two detectors on a trigger, one after the other in one session: the second one runs
+    (Spark's awaitAnyTermination returns at once once any query of the session ended)."""
+    for i in range(2):
+        topic, alerts = new_topic(1), new_topic(1)
+        produce(settings, topic, lines(10, 0, 0), partitions=1)
+        cfg = DetectorConfig(source="kafka", topic=topic, alerts_topic=alerts, trigger="1s", archive=False,
+                             checkpoint=tmp_path / f"ckpt-{i}")
+        status = StatusWriter(settings.detector_status_path, "kafka", settings=settings, topic=topic)
+        detector = Detector(spark, settings, cfg, status)
+        thread = threading.Thread(target=detector.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 90
+        while time.time() < deadline and not detector.ingest.history:
+            time.sleep(0.2)
+        running = thread.is_alive()
+        detector.stop()
+        thread.join(60)
+        status.close()
+        assert running and [h["rows"] for h in detector.ingest.history][:1] == [10], i

@@ -209,6 +209,9 @@ class Detector:
             if not self.stopped.is_set():
                 self.start_stateful().awaitTermination()
             return
+        # awaitAnyTermination returns at once if any query of the session ended before (an
+        # earlier detector on the same session): only these two count
+        self.spark.streams.resetTerminated()
         self.start_ingest()
         self.start_stateful()
         self.spark.streams.awaitAnyTermination()

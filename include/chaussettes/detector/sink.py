@@ -94,7 +94,10 @@ class IncidentSink:
             keys = None if any(e["kind"] == "global" for e in wanted) else [e["key"] for e in wanted]
             # cached: the filter below would otherwise run the parse once per condition
             parsed = Parsed(mentioning(lines, keys))
-            parsed.with_rest()  # JSON and CSV lines too: the fast path takes Combined ones only
+            if parsed.fast.where(~F.col("__fast_ok")).limit(1).count():
+                # JSON and CSV lines (the fast path takes Combined ones only): planning the
+                # full rules costs ~2 s, spent only when there are such lines
+                parsed.with_rest()
             errors = parsed.events.where(cond).select(t.alias("t"), "ip", "url",
                                                       F.col("status").cast("string").alias("status"))
             return alerts_mod.top_errors(errors.toPandas(), spans)
@@ -121,13 +124,13 @@ def mentioning(lines, keys: list[str] | None):
     """The lines that can be about one of ``keys`` (None: all): a key written as it is
     parsed (printable ASCII without quote or backslash) appears verbatim in its Combined or
     CSV line, so the others are not parsed at all (an IP's incident reads ~1% of a batch);
-    JSON lines may escape it (``\\/``) and are always kept."""
+    a JSON line may escape it (``\\/``): lines with a ``{`` are always kept."""
     from pyspark.sql import functions as F
 
     if not keys or not all(PLAIN_KEY.fullmatch(k) for k in keys):
         return lines
     text = F.col("value").cast("string")
-    about = text.startswith("{")
+    about = text.contains("{")
     for key in sorted(set(keys)):
         about = about | text.contains(key)
     return lines.where(about)
