@@ -5,7 +5,8 @@ windows, one stats row per group — never a row per key. Per micro-batch:
 
 1. ``explain``: the top error URLs / IPs / statuses of each firing or escalated event's
    window, counted over the lines of the ingest batch that made the breach visible, read
-   again from their origin (``source.reread``: one Spark job, only when something fires);
+   again from their origin (``source.reread``, only when something fires; for client and
+   URL incidents only the lines that mention their keys are parsed: ``mentioning``);
 2. ``publish``: every event on ``alerts`` (key = alert_id) in one Kafka transaction with
    the batch's marker (``spark_kafka.write_batch``): a batch Spark replays after a crash
    publishes nothing twice;
