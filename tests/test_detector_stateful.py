@@ -172,7 +172,10 @@ def test_a_failing_archive_does_not_stop_incidents_and_is_retried(harness, setti
     h = harness()
     settings.archive_dir.parent.mkdir(parents=True, exist_ok=True)
     settings.archive_dir.write_text("a file where the archive folder should be")  # every write fails
-    events = h.run(lines(100, 30, 25))
+    # a JSON line and a malformed one among them: the retry parses them with the full rules too
+    json_line = logformat.format_json(logformat.Event(T0 + dt.timedelta(seconds=1), "10.9.9.9", "GET", "/json",
+                                                      None, "HTTP/1.1", 200, 10, None, "ua")).encode()
+    events = h.run(lines(100, 30, 25) + [json_line, b"not a log line"])
     assert [e["event"] for e in events] == ["firing"]  # the incident went out
     status = h.status
     assert status["archive_pending"] == 1 and status["archive_error"]
@@ -183,7 +186,9 @@ def test_a_failing_archive_does_not_stop_incidents_and_is_retried(harness, setti
     import pandas as pd
 
     archived = sum(len(pd.read_parquet(f)) for f in settings.archive_dir.rglob("*.parquet"))
-    assert archived == 140  # the failed batch's events, written on retry, and the next batch's
+    assert archived == 141  # the failed batch's events (its JSON one too), written on retry, and the next batch's
+    quarantined = [json.loads(x) for f in settings.quarantine_dir.rglob("*.json") for x in f.read_text().splitlines()]
+    assert [q["raw"] for q in quarantined] == ["not a log line"]
 
 
 def test_the_driver_never_sees_a_row_per_key(harness, settings):

@@ -120,18 +120,30 @@ class Parsed:
         self.fast = df.persist(StorageLevel.MEMORY_AND_DISK)
         self.good, self.keep = sparkparse.good_of(self.fast)
         self.rest = None
+        self.settled = False  # whether the full rules' rows are known to be needed or not
 
-    def with_rest(self):
+    def settle(self, left: bool | None = None) -> None:
+        """Run the full rules when the fast path left lines (JSON, CSV, refused ones): ``left``
+        when the caller counted them, else one job looks. Planning the full rules costs ~2 s:
+        only then."""
         from pyspark import StorageLevel
+        from pyspark.sql import functions as F
 
-        self.rest = sparkparse.full_rules_of(self.fast, self.keep).persist(StorageLevel.MEMORY_AND_DISK)
-        return self.rest
+        if self.settled:
+            return
+        if left is None:
+            left = bool(self.fast.where(~F.col("__fast_ok")).limit(1).count())
+        if left:
+            self.rest = sparkparse.full_rules_of(self.fast, self.keep).persist(StorageLevel.MEMORY_AND_DISK)
+        self.settled = True
 
     @property
     def rows(self):
-        """parse_column's layout, with ``future_time`` refusals."""
+        """parse_column's layout, with ``future_time`` refusals: every line, whichever
+        rules parsed it."""
         from pyspark.sql import functions as F
 
+        self.settle()
         both = self.good if self.rest is None else self.good.unionByName(self.rest)
         late_stamp = F.col("reason").isNull() & future()
         return both.withColumn("reason", F.when(late_stamp, F.lit(FUTURE_TIME)).otherwise(F.col("reason")))
@@ -237,9 +249,10 @@ class IngestBatch:
                 *_span(ok, with_rows=False), F.min("offset").alias("min_offset"),
                 F.max("offset").alias("max_offset")).collect():
             out[(r["topic"], r["partition"])] = {**r.asDict(), "bad": 0}
-        if any(p["rest"] for p in out.values()):
+        parsed.settle(any(p["rest"] for p in out.values()))
+        if parsed.rest is not None:
             good = F.col("reason").isNull() & ~future()
-            for r in parsed.with_rest().groupBy("topic", "partition").agg(
+            for r in parsed.rest.groupBy("topic", "partition").agg(
                     F.sum((~good).cast("long")).alias("bad"), *_span(good, with_rows=False)).collect():
                 p = out[(r["topic"], r["partition"])]
                 p["bad"] = int(r["bad"] or 0)

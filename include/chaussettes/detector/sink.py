@@ -95,10 +95,6 @@ class IncidentSink:
             keys = None if any(e["kind"] == "global" for e in wanted) else [e["key"] for e in wanted]
             # cached: the filter below would otherwise run the parse once per condition
             parsed = Parsed(mentioning(lines, keys))
-            if parsed.fast.where(~F.col("__fast_ok")).limit(1).count():
-                # JSON and CSV lines (the fast path takes Combined ones only): planning the
-                # full rules costs ~2 s, spent only when there are such lines
-                parsed.with_rest()
             errors = parsed.events.where(cond).select(t.alias("t"), "ip", "url",
                                                       F.col("status").cast("string").alias("status"))
             return alerts_mod.top_errors(errors.toPandas(), spans)
