@@ -393,6 +393,76 @@ def test_an_incident_is_explained_whatever_the_log_format(spark, tmp_path, fmt):
     assert tops["status"] == [("503", 30)]
 
 
+def test_the_stateful_querys_source_ends_its_batches_at_the_gate(settings, new_topic, tmp_path, monkeypatch):
+    """The channel's source (``gate``) on the real broker: without a gate file it reads
+    everything; with one, each partition ends at the gate; a gate that stops moving while
+    the channel grows is read past after its patience."""
+    from chaussettes.detector import gate
+    from chaussettes.spark_kafka.reader import ReadAllAvailable, ReadConfig, from_json
+
+    topic = new_topic(2)
+    produce(settings, topic, [b"a%d" % i for i in range(40)], partitions=2)
+    path = tmp_path / gate.GATE_FILE
+    reader = gate.GatedStreamReader(ReadConfig.parse({**settings.spark_kafka_options(), "subscribe": topic,
+                                                      "startingOffsets": "earliest"}, streaming=True), str(path))
+    try:
+        start = reader.initialOffset()
+        everything = from_json(reader.latestOffset(start, ReadAllAvailable()))
+        assert sum(everything.values()) == 40 and set(from_json(start).values()) == {0}
+        gate.write(path, 3, {0: 2, 1: 5})
+        assert from_json(reader.latestOffset(start, ReadAllAvailable())) == {(topic, 0): 2, (topic, 1): 5}
+        monkeypatch.setattr(gate, "PATIENCE_S", 0.0)
+        time.sleep(0.05)
+        assert from_json(reader.latestOffset(start, ReadAllAvailable())) == everything
+    finally:
+        reader.stop()
+
+
+def test_an_explanation_reads_the_ingests_cached_error_lines(spark, tmp_path):
+    """The error lines the ingest keeps cached for its last batches (``recent``) explain an
+    incident as reading its batch again does, without reading it again (its file is gone
+    by then); a batch no longer kept is released."""
+    from chaussettes import settings as settings_mod
+    from chaussettes.detector import source as source_mod
+    from chaussettes.detector.ingest import Parsed
+    from chaussettes.detector.recent import RecentErrors, origin_key
+    from chaussettes.detector.sink import IncidentSink
+
+    events = [logformat.Event(T0 + dt.timedelta(seconds=i), BAD_IP if i % 2 else "10.0.0.2", "GET",
+                              f"/p{i % 5}", None, "HTTP/1.1", 500 + i % 4 if i % 2 else 200, 10, None, "ua")
+              for i in range(80)]
+    path = tmp_path / "batch.log"
+    path.write_text("".join(logformat.format_event(e, "combined") + "\n" for e in events))
+    settings = settings_mod.load(env={}, home=tmp_path / "home")
+    where = {"files": [str(path)]}
+    fired = {"alert_id": "a1", "event": "firing", "kind": "ip", "key": BAD_IP, "source": where,
+             "window_start": alerts_mod.iso(T0), "window_end": alerts_mod.iso(T0 + dt.timedelta(seconds=60))}
+    read_again = IncidentSink(spark, settings, status=None, alerts_topic="unused").explain([fired])["a1"]
+
+    recent = RecentErrors(keep=1)
+    parsed = Parsed(source_mod.reread(spark, settings, where))
+    assert recent.add(where, parsed.events, settings.error_status_min) == 40
+    parsed.release()
+    path.unlink()
+    cached = IncidentSink(spark, settings, status=None, alerts_topic="unused", recent=recent).explain([fired])
+    assert cached["a1"] == read_again
+    assert read_again["status"] == [("501", 15), ("503", 15)]
+
+    # a batch announced before its error lines are cached (the ingest publishes its counts
+    # first): an explanation waits for them; the older batch is released (keep=1)
+    (tmp_path / "next.log").write_text(logformat.format_event(events[1], "combined") + "\n")
+    later = {"files": [str(tmp_path / "next.log")]}
+    parsed = Parsed(source_mod.reread(spark, settings, later))
+    recent.expect(later)
+    adding = threading.Timer(1.0, recent.add, (later, parsed.events, settings.error_status_min))
+    adding.start()
+    with recent.holding([origin_key(where), origin_key(later)]) as held:
+        assert list(held) == [origin_key(later)] and held[origin_key(later)].count() == 1
+    adding.join()
+    parsed.release()
+    recent.clear()
+
+
 def test_a_detector_runs_until_stopped_on_a_session_whose_queries_ended_before(spark, settings, new_topic, tmp_path):
     """Two detectors on a trigger, one after the other in one session: the second one runs
     (Spark's awaitAnyTermination returns at once once any query of the session ended)."""

@@ -15,11 +15,13 @@ channel (what the stateful query judges) and then the file outputs.
 4. ``publish``: the counts per (kind, key, slide-sized bucket), summed in the JVM and
    published on the channel from the executors, exactly once per batch; the thresholds
    to every key group when they changed, first; a clock message last. Counts of buckets
-   whose every window the watermark had closed are late: counted, not sent.
-5. ``write_files``: quarantine, Parquet archive and error events (restart-safe). A failure
+   whose every window the watermark had closed are late: counted, not sent. Then the
+   gate moves: the stateful query reads up to the clock (``gate``).
+5. ``errors``: the batch's error lines stay cached for the explanations (``recent``).
+6. ``write_files``: quarantine, Parquet archive and error events (restart-safe). A failure
    (disk full, a permission) is reported in the status and the batch's origin is kept;
    the next batches retry it by reading those lines again. Alerts never wait for files.
-6. the status, and ``--console``'s per-window table.
+7. the status, and ``--console``'s per-window table.
 
 The ingest keeps between batches only an ``IngestClock`` (the watermark, totals, the files
 still to write): a small JSON per batch beside Spark's checkpoint, read back as it was
@@ -40,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaussettes import atomicfile, sparkparse, windows
-from chaussettes.detector import channel
+from chaussettes.detector import channel, gate
 from chaussettes.detector import source as source_mod
 from chaussettes.detector.archive import hour_partition, write_partitioned
+from chaussettes.detector.recent import RecentErrors
 from chaussettes.thresholds import KINDS
 
 log = logging.getLogger("chaussettes.detector")
@@ -170,9 +173,13 @@ def future():
 class IngestBatch:
     """The ingest query's ``foreachBatch`` function (see the module docstring)."""
 
-    def __init__(self, spark, settings, cfg, checkpoint: Path, status, watcher, counts_topic: str):
+    def __init__(self, spark, settings, cfg, checkpoint: Path, status, watcher, counts_topic: str,
+                 recent: RecentErrors | None = None):
         self.spark, self.settings, self.cfg, self.status, self.watcher = spark, settings, cfg, status, watcher
+        self.recent = recent
         self.clocks = ClockStore(checkpoint / "ingest")
+        self.gate_path = checkpoint / "ingest" / gate.GATE_FILE
+        self._channel_offsets = None  # an OffsetClient on the channel, for the gate
         self.counts_topic = counts_topic
         self.shards = settings.detector_shards
         self.partitions = settings.window_counts_partitions
@@ -206,7 +213,19 @@ class IngestBatch:
             clock.watermark = advance(cut, partitions, th.watermark_s)
             where = source_mod.origin(self.cfg.source, partitions)
             late = self.publish(parsed, th, clock, batch_id, cut, where, rows) if rows else 0
+            keep_errors = self.recent is not None and rows > bad
+            if keep_errors:  # announced before the stateful query can read the counts
+                self.recent.expect(where)
+            if rows:
+                self.open_gate(batch_id)
             step("publish")
+            if keep_errors:
+                try:
+                    self.recent.add(where, parsed.events, self.settings.error_status_min)
+                except Exception as exc:  # noqa: BLE001 - its explanations read the batch again
+                    log.warning("batch %d: its error lines are not kept for explanations: %s", batch_id,
+                                _one_line(exc))
+                step("errors")
             self.retry_files(clock)
             self.write_files(parsed, clock, batch_id, partitions, where, bad, rows - bad)
             step("files")
@@ -291,6 +310,29 @@ class IngestBatch:
         self._publish_driver([channel.clock_message(base, self.partitions)],
                              channel.record_timestamp_ms(clock.watermark), batch_id, options, sink + "-clock")
         return late
+
+    def open_gate(self, batch_id: int) -> None:
+        """The batch is out, its clock last: the stateful query may read up to here (``gate``)."""
+        from chaussettes.spark_kafka.reader import OffsetClient, ReadConfig
+
+        try:
+            if self._channel_offsets is None:
+                self._channel_offsets = OffsetClient(ReadConfig.parse({
+                    **self.settings.spark_kafka_options(), "subscribe": self.counts_topic,
+                    "kafka.timeout.ms": str(int(self.settings.kafka_timeout_s * 1000))}, streaming=True))
+            client = self._channel_offsets
+            marks = client.readable_ends(client.watermarks(client.partitions()))
+            gate.write(self.gate_path, batch_id, {p: hi for (_, p), (_, hi) in marks.items()})
+        except Exception as exc:  # noqa: BLE001 - without a gate the stateful query reads everything
+            log.warning("batch %d: cannot move the channel gate (%s): the stateful query reads past it",
+                        batch_id, _one_line(exc))
+            with contextlib.suppress(OSError):
+                self.gate_path.unlink()
+
+    def close(self) -> None:
+        if self._channel_offsets is not None:
+            self._channel_offsets.close()
+            self._channel_offsets = None
 
     def _publish_driver(self, messages, stamp: int, batch_id, options, sink_id) -> None:
         from chaussettes.spark_kafka.writer import write_batch

@@ -16,6 +16,9 @@
   and the open incidents in the RocksDB state store, judges the windows each batch
   changed (``judge.evaluate``) and emits incident events (``chaussettes.incidents``).
 - ``sink.IncidentSink``: explains the events and publishes them exactly once.
+- ``gate``: the stateful query's micro-batches end where the ingest's last published batch
+  ends (a file beside the ingest's clocks), so one of them holds whole ingest batches;
+  ``recent``: the ingest's last batches' error lines stay cached for the explanations.
 
 Why two queries: Structured Streaming cannot count a micro-batch without state, and a
 stateful step cannot follow ``foreachBatch``; the channel joins them, exactly once on
@@ -149,11 +152,13 @@ class Detector:
         path_fn = (lambda: cfg.thresholds) if cfg.thresholds else \
             (lambda: artifacts.resolve_thresholds(settings))
         self.watcher = thresholds_mod.ThresholdsWatcher(path_fn)
-        self.ingest = ingest_mod.IngestBatch(spark, settings, cfg, self.checkpoint, status, self.watcher,
-                                             self.counts_topic)
+        from chaussettes.detector.recent import RecentErrors
         from chaussettes.detector.sink import IncidentSink
 
-        self.sink = IncidentSink(spark, settings, status, cfg.alerts_topic or settings.topic_alerts)
+        self.recent = RecentErrors()  # the ingest's last batches' error lines, for the sink's explanations
+        self.ingest = ingest_mod.IngestBatch(spark, settings, cfg, self.checkpoint, status, self.watcher,
+                                             self.counts_topic, self.recent)
+        self.sink = IncidentSink(spark, settings, status, cfg.alerts_topic or settings.topic_alerts, self.recent)
         self.queries: list = []
         self.stopped = threading.Event()
 
@@ -177,14 +182,16 @@ class Detector:
         from pyspark.sql import functions as F
 
         from chaussettes import spark_kafka
-        from chaussettes.detector import channel
+        from chaussettes.detector import channel, gate
         from chaussettes.detector.stateful import OUTPUT_SCHEMA, WindowStateProcessor
 
         spark_kafka.register(self.spark)
-        reader = self.spark.readStream.format("kafka")
+        self.spark.dataSource.register(gate.ChannelSource)
+        reader = self.spark.readStream.format(gate.ChannelSource.name())
         for k, v in self.settings.spark_kafka_options().items():
             reader = reader.option(k, v)
-        counts = reader.option("subscribe", self.counts_topic).option("startingOffsets", "earliest") \
+        counts = reader.option(gate.GATE_OPTION, str(self.checkpoint / "ingest" / gate.GATE_FILE)) \
+            .option("subscribe", self.counts_topic).option("startingOffsets", "earliest") \
             .option("failOnDataLoss", str(self.cfg.fail_on_data_loss).lower()) \
             .option("kafka.timeout.ms", str(int(self.settings.kafka_timeout_s * 1000))).load()
         key = F.split(F.col("key").cast("string"), ":")
@@ -203,6 +210,13 @@ class Detector:
 
     def run(self) -> None:
         """Until the input is done (available-now) or a query stops or fails."""
+        try:
+            self._run()
+        finally:
+            self.recent.clear()
+            self.ingest.close()
+
+    def _run(self) -> None:
         if self.available_now:
             # the stateful query reads what the ingest published: it runs once that is all out
             self.start_ingest().awaitTermination()

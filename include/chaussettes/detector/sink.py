@@ -4,9 +4,10 @@ The driver receives only what the key groups emitted — incident events, the ju
 windows, one stats row per group — never a row per key. Per micro-batch:
 
 1. ``explain``: the top error URLs / IPs / statuses of each firing or escalated event's
-   window, counted over the lines of the ingest batch that made the breach visible, read
-   again from their origin (``source.reread``, only when something fires; for client and
-   URL incidents only the lines that mention their keys are parsed: ``mentioning``);
+   window, counted over the error lines of the ingest batch that made the breach visible:
+   the ingest keeps its last batches' cached (``recent``); an older batch is read again
+   from its origin (``source.reread``; for client and URL incidents only the lines that
+   mention their keys are parsed: ``mentioning``);
 2. ``publish``: every event on ``alerts`` (key = alert_id) in one Kafka transaction with
    the batch's marker (``spark_kafka.write_batch``): a batch Spark replays after a crash
    publishes nothing twice;
@@ -25,6 +26,7 @@ import time
 from chaussettes.detector import alerts as alerts_mod
 from chaussettes.detector import source as source_mod
 from chaussettes.detector.ingest import Parsed
+from chaussettes.detector.recent import RecentErrors, error_lines, origin_key
 
 log = logging.getLogger("chaussettes.detector")
 
@@ -33,9 +35,10 @@ EVENT_ORDER = {"firing": 0, "escalated": 1, "resolved": 2}
 
 
 class IncidentSink:
-    def __init__(self, spark, settings, status, alerts_topic: str):
+    def __init__(self, spark, settings, status, alerts_topic: str, recent: RecentErrors | None = None):
         self.spark, self.settings, self.status = spark, settings, status
         self.alerts_topic = alerts_topic
+        self.recent = recent or RecentErrors(keep=0)
         self.history: list[dict] = []
 
     def __call__(self, df, batch_id: int) -> None:
@@ -70,14 +73,13 @@ class IncidentSink:
         from pyspark.sql import functions as F
 
         wanted = [e for e in events if e["event"] != "resolved" and e.get("source")]
-        origins = {json.dumps(e["source"], sort_keys=True) for e in wanted}
+        origins = {origin_key(e["source"]) for e in wanted}
         if not origins:
             return {}
         esm = self.settings.error_status_min
         spans = [(e, _micros(e["window_start"]), _micros(e["window_end"])) for e in wanted]
-        t = F.unix_micros("event_time")
-        cond = (F.col("status") >= F.lit(esm)) & (t >= F.lit(min(s for _, s, _ in spans))) \
-            & (t < F.lit(max(x for _, _, x in spans)))
+        t = F.col("t")  # recent.error_lines' columns
+        cond = (t >= F.lit(min(s for _, s, _ in spans))) & (t < F.lit(max(x for _, _, x in spans)))
         if not any(e["kind"] == "global" for e in wanted):
             keys = F.lit(False)
             for kind in ("ip", "url"):
@@ -87,17 +89,23 @@ class IncidentSink:
             cond = cond & keys
         parsed = None
         try:
-            lines = [source_mod.reread(self.spark, self.settings, json.loads(o)) for o in sorted(origins)]
-            lines = [df for df in lines if df is not None]
-            if not lines:
-                return {}
-            lines = functools.reduce(lambda a, b: a.unionByName(b), lines)
-            keys = None if any(e["kind"] == "global" for e in wanted) else [e["key"] for e in wanted]
-            # cached: the filter below would otherwise run the parse once per condition
-            parsed = Parsed(mentioning(lines, keys))
-            errors = parsed.events.where(cond).select(t.alias("t"), "ip", "url",
-                                                      F.col("status").cast("string").alias("status"))
-            return alerts_mod.top_errors(errors.toPandas(), spans)
+            # the ingest's cached batches first; the others are read again from their origin
+            # (the ingest waits to release a batch until this is done)
+            with self.recent.holding(origins) as cached:
+                frames = [cached[o] for o in sorted(cached)]
+                missing = [json.loads(o) for o in sorted(origins - cached.keys())]
+                lines = [source_mod.reread(self.spark, self.settings, where) for where in missing]
+                lines = [df for df in lines if df is not None]
+                if lines:
+                    lines = functools.reduce(lambda a, b: a.unionByName(b), lines)
+                    keys = None if any(e["kind"] == "global" for e in wanted) else [e["key"] for e in wanted]
+                    # cached: the filter below would otherwise run the parse once per condition
+                    parsed = Parsed(mentioning(lines, keys))
+                    frames.append(error_lines(parsed.events, esm))
+                if not frames:
+                    return {}
+                errors = functools.reduce(lambda a, b: a.unionByName(b), frames).where(cond)
+                return alerts_mod.top_errors(errors.toPandas(), spans)
         except Exception as exc:  # noqa: BLE001 - an explanation never holds an alert back
             log.warning("cannot explain %d event(s): %s", len(wanted), exc)
             return {}
