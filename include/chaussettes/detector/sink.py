@@ -68,8 +68,10 @@ class IncidentSink:
 
     def explain(self, events: list[dict]) -> dict[str, dict]:
         """alert_id -> tops, for the firing and escalated events (see the module docstring):
-        one Spark job over the lines of the ingest batches they came from. A source that
-        cannot be read again (socket) gives explanations without tops."""
+        one Spark job over the cached error lines of the ingest batches they came from, one
+        over those batches read again when not cached. A source that cannot be read again
+        (socket) gives explanations without tops."""
+        import pandas as pd
         from pyspark.sql import functions as F
 
         wanted = [e for e in events if e["event"] != "resolved" and e.get("source")]
@@ -89,23 +91,25 @@ class IncidentSink:
             cond = cond & keys
         parsed = None
         try:
-            # the ingest's cached batches first; the others are read again from their origin
-            # (the ingest waits to release a batch until this is done)
+            # the ingest's cached batches (held only for this short job: the ingest waits to
+            # release one, or to announce the next); the others read again from their origin
+            pdfs = []
             with self.recent.holding(origins) as cached:
-                frames = [cached[o] for o in sorted(cached)]
+                if cached:
+                    found = functools.reduce(lambda a, b: a.unionByName(b), [cached[o] for o in sorted(cached)])
+                    pdfs.append(found.where(cond).toPandas())
                 missing = [json.loads(o) for o in sorted(origins - cached.keys())]
-                lines = [source_mod.reread(self.spark, self.settings, where) for where in missing]
-                lines = [df for df in lines if df is not None]
-                if lines:
-                    lines = functools.reduce(lambda a, b: a.unionByName(b), lines)
-                    keys = None if any(e["kind"] == "global" for e in wanted) else [e["key"] for e in wanted]
-                    # cached: the filter below would otherwise run the parse once per condition
-                    parsed = Parsed(mentioning(lines, keys))
-                    frames.append(error_lines(parsed.events, esm))
-                if not frames:
-                    return {}
-                errors = functools.reduce(lambda a, b: a.unionByName(b), frames).where(cond)
-                return alerts_mod.top_errors(errors.toPandas(), spans)
+            lines = [source_mod.reread(self.spark, self.settings, where) for where in missing]
+            lines = [df for df in lines if df is not None]
+            if lines:
+                lines = functools.reduce(lambda a, b: a.unionByName(b), lines)
+                keys = None if any(e["kind"] == "global" for e in wanted) else [e["key"] for e in wanted]
+                # cached: the filter below would otherwise run the parse once per condition
+                parsed = Parsed(mentioning(lines, keys))
+                pdfs.append(error_lines(parsed.events, esm).where(cond).toPandas())
+            if not pdfs:
+                return {}
+            return alerts_mod.top_errors(pd.concat(pdfs, ignore_index=True), spans)
         except Exception as exc:  # noqa: BLE001 - an explanation never holds an alert back
             log.warning("cannot explain %d event(s): %s", len(wanted), exc)
             return {}
