@@ -218,8 +218,6 @@ def test_supervisor_dag_restarts_the_real_detector_after_kill_9_without_duplicat
         airflow_env, broker, new_topic, tmp_path):
     """The real `spark-submit jobs/stream_detector.py` under `airflow dags test streaming_detector`:
     killed with -9, restarted by the DAG, the stream makes progress again and no alert is doubled."""
-    from confluent_kafka import Consumer, TopicPartition
-
     logs, alerts = new_topic(4), new_topic(1)
     conf = settings_mod.load(env={}, home=tmp_path / "home", bootstrap_servers=broker.bootstrap_servers,
                              topic_logs=logs, topic_alerts=alerts, kafka_timeout_s=5.0)
@@ -260,6 +258,8 @@ def test_supervisor_dag_restarts_the_real_detector_after_kill_9_without_duplicat
         assert after.pid != first["pid"]
         events = [e["action"] for e in sup.events()]
         assert events.count("start") >= 1 and ("restart" in events or events.count("start") >= 2)
+        # the incidents come from the stateful query, a few seconds behind the ingest's batch
+        _wait(lambda: _alert_ids(broker, alerts, wait_s=1), 300, "an alert from the misbehaving clients")
     finally:
         if dag is not None:
             procs.stop_group(dag.pid, 30)
@@ -267,16 +267,24 @@ def test_supervisor_dag_restarts_the_real_detector_after_kill_9_without_duplicat
         procs.stop_group(gen.pid, 30)
     assert not sup.running()
 
+    ids = _alert_ids(broker, alerts, wait_s=5)
+    assert ids, "the detector published no alert for the misbehaving clients"
+    assert len(ids) == len(set(ids)), "an alert was published twice across the kill and restart"
+
+
+def _alert_ids(broker, topic: str, wait_s: float) -> list[str]:
+    """Every key on ``topic``, read until nothing came for ``wait_s``."""
+    from confluent_kafka import Consumer, TopicPartition
+
     consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "t",
                          "enable.auto.commit": False})
-    consumer.assign([TopicPartition(alerts, 0, 0)])
+    consumer.assign([TopicPartition(topic, 0, 0)])
     ids = []
     idle = time.monotonic()
-    while time.monotonic() - idle < 5:
+    while time.monotonic() - idle < wait_s:
         msg = consumer.poll(0.5)
         if msg is not None and msg.error() is None:
             ids.append(msg.key().decode())
             idle = time.monotonic()
     consumer.close()
-    assert ids, "the detector published no alert for the misbehaving clients"
-    assert len(ids) == len(set(ids)), "an alert was published twice across the kill and restart"
+    return ids
