@@ -320,9 +320,8 @@ class IngestBatch:
                 self._channel_offsets = OffsetClient(ReadConfig.parse({
                     **self.settings.spark_kafka_options(), "subscribe": self.counts_topic,
                     "kafka.timeout.ms": str(int(self.settings.kafka_timeout_s * 1000))}, streaming=True))
-            client = self._channel_offsets
-            marks = client.readable_ends(client.watermarks(client.partitions()))
-            gate.write(self.gate_path, batch_id, {p: hi for (_, p), (_, hi) in marks.items()})
+            ends = self._channel_offsets.ends()
+            gate.write(self.gate_path, batch_id, {p: hi for (_, p), (_, hi) in ends.items()})
         except Exception as exc:  # noqa: BLE001 - without a gate the stateful query reads everything
             log.warning("batch %d: cannot move the channel gate (%s): the stateful query reads past it",
                         batch_id, _one_line(exc))

@@ -190,7 +190,7 @@ class Detector:
         reader = self.spark.readStream.format(gate.ChannelSource.name())
         for k, v in self.settings.spark_kafka_options().items():
             reader = reader.option(k, v)
-        counts = reader.option(gate.GATE_OPTION, str(self.checkpoint / "ingest" / gate.GATE_FILE)) \
+        counts = reader.option(gate.GATE_OPTION, str(self.ingest.gate_path)) \
             .option("subscribe", self.counts_topic).option("startingOffsets", "earliest") \
             .option("failOnDataLoss", str(self.cfg.fail_on_data_loss).lower()) \
             .option("kafka.timeout.ms", str(int(self.settings.kafka_timeout_s * 1000))).load()

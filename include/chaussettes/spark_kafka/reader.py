@@ -265,6 +265,10 @@ class OffsetClient:
             self.consumer.unassign()
         return {tp: (lo, max(hi, seen.get(tp, -1) + 1)) for tp, (lo, hi) in marks.items()}
 
+    def ends(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(low, readable high) of every subscribed partition."""
+        return self.readable_ends(self.watermarks(self.partitions()))
+
     def offsets_for_times(self, stamps: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """First offset with timestamp >= ts, or -1 (the broker's answer, possibly 0 on Tansu)."""
         from confluent_kafka import KafkaException, TopicPartition
@@ -635,7 +639,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return ReadAllAvailable()
 
     def _marks(self) -> dict[tuple[str, int], tuple[int, int]]:
-        return self.client.readable_ends(self.client.watermarks(self.client.partitions()))
+        return self.client.ends()
 
     def prepareForTriggerAvailableNow(self) -> None:
         self._target = {tp: hi for tp, (lo, hi) in self._marks().items()}
