@@ -95,14 +95,22 @@ def _rss_split(root: int) -> tuple[int, int]:
     from chaussettes import procs
 
     page = os.sysconf("SC_PAGE_SIZE")
-    driver = workers = 0
+    seen = {}
     for pid in {root} | procs.descendants(root):
         try:
             rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
             exe = os.readlink(f"/proc/{pid}/exe")
-        except OSError:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if pid == root or exe.endswith("java"):
+        seen[pid] = (rss, exe.endswith("java"), parent)
+    driver = workers = 0
+    for pid, (rss, java, parent) in seen.items():
+        if java and seen.get(parent, (0, False))[1]:
+            # the JVM starting a process (a Python worker): until its exec the child is a copy
+            # of the JVM whose RSS counts the JVM's pages again (seen: a 1 GB "peak" for 0.2 s)
+            continue
+        if pid == root or java:
             driver += rss
         else:
             workers += rss

@@ -483,3 +483,58 @@ def test_a_detector_runs_until_stopped_on_a_session_whose_queries_ended_before(s
         thread.join(60)
         status.close()
         assert running and [h["rows"] for h in detector.ingest.history][:1] == [10], i
+
+
+def test_a_socket_sources_incident_is_explained_from_the_ingests_cache(spark, settings, new_topic, tmp_path):
+    """Spark's socket source (a TCP server the detector connects to, as ``nc -lk``): its
+    lines cannot be read again, so the explanation's top URLs and statuses come from the
+    error lines the ingest kept cached for the batch."""
+    import socket
+
+    alerts_topic = new_topic(1)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"".join(v + b"\n" for v in lines(100, 30, 18)))
+            stop.wait(180)
+
+    stop = threading.Event()
+    feeder = threading.Thread(target=serve, daemon=True)
+    feeder.start()
+    th_path = thresholds_mod.write(doc(1, 0.5), tmp_path / "seuils.json")
+    cfg = DetectorConfig(source="socket", socket=f"127.0.0.1:{port}", alerts_topic=alerts_topic, thresholds=th_path,
+                         trigger="1s", archive=False, checkpoint=tmp_path / "ckpt")
+    status = StatusWriter(settings.detector_status_path, "socket", settings=settings)
+    detector = Detector(spark, settings, cfg, status)
+    failed: list[BaseException] = []
+
+    def run():
+        try:
+            detector.run()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    events: list[dict] = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and thread.is_alive() and not events:
+            time.sleep(1)
+            events = read_alerts(settings, alerts_topic)
+        seen = json.loads(settings.detector_status_path.read_text())
+    finally:
+        detector.stop()
+        stop.set()
+        thread.join(60)
+        server.close()
+        status.close()
+    assert not failed, failed
+    assert [(e["event"], e["kind"], e["key"]) for e in events] == [("firing", "ip", BAD_IP)], \
+        (seen.get("events_total"), seen.get("incidents_applied_batch"), [h["rows"] for h in detector.ingest.history])
+    # counted over the batch that made the breach visible (all 130 lines, unless a trigger cut them)
+    assert "top error URLs: /login (" in events[0]["explanation"]
+    assert "top error statuses: 401 (" in events[0]["explanation"]

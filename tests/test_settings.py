@@ -73,6 +73,8 @@ def test_kafka_security_builds_client_and_spark_options():
         "ssl.key.location": "/certs/client.key", "linger.ms": 5,
     }
     assert conf.spark_kafka_options()["kafka.ssl.ca.location"] == "/certs/ca.pem"
+    # the connector's bound on broker waits follows these settings, not the process's environment
+    assert s.load(env={}, kafka_timeout_s=2.5).spark_kafka_options()["kafka.timeout.ms"] == "2500"
     sasl = s.load(env={}, kafka_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
                   kafka_sasl_username="detector", kafka_sasl_password="pw")
     assert sasl.kafka_client_config()["sasl.mechanism"] == "SCRAM-SHA-512"

@@ -209,8 +209,11 @@ class Settings:
         return conf
 
     def spark_kafka_options(self) -> dict[str, str]:
-        """Options for ``spark.read/readStream.format("kafka")`` (JVM-connector names)."""
-        opts = {"kafka.bootstrap.servers": self.bootstrap_servers}
+        """Options for ``spark.read/readStream.format("kafka")`` (JVM-connector names), with
+        ``kafka.timeout.ms`` (``chaussettes.spark_kafka``'s bound on every wait for the broker)
+        from these settings: a job run with other settings than its environment's keeps them."""
+        opts = {"kafka.bootstrap.servers": self.bootstrap_servers,
+                "kafka.timeout.ms": str(int(self.kafka_timeout_s * 1000))}
         opts.update({f"kafka.{k}": v for k, v in self.kafka.client_config().items()})
         return opts
 

@@ -211,7 +211,7 @@ class IngestBatch:
                 clock.end_offsets.setdefault(topic, {}).update(ends)
             cut = clock.watermark
             clock.watermark = advance(cut, partitions, th.watermark_s)
-            where = source_mod.origin(self.cfg.source, partitions)
+            where = source_mod.origin(self.cfg.source, partitions, batch_id)
             late = self.publish(parsed, th, clock, batch_id, cut, where, rows) if rows else 0
             keep_errors = self.recent is not None and rows > bad
             if keep_errors:  # announced before the stateful query can read the counts
@@ -290,8 +290,7 @@ class IngestBatch:
         """Counts to the channel (see the module docstring); returns the late events."""
         from pyspark.sql import functions as F
 
-        options = {**self.settings.spark_kafka_options(), "topic": self.counts_topic,
-                   "kafka.timeout.ms": str(int(self.settings.kafka_timeout_s * 1000))}
+        options = {**self.settings.spark_kafka_options(), "topic": self.counts_topic}
         sink = f"{self.counts_topic}-ingest"
         base = channel.Header(batch=batch_id, watermark_before=cut, watermark=clock.watermark, source=where)
         digest = thresholds_digest(th.doc)
@@ -318,8 +317,7 @@ class IngestBatch:
         try:
             if self._channel_offsets is None:
                 self._channel_offsets = OffsetClient(ReadConfig.parse({
-                    **self.settings.spark_kafka_options(), "subscribe": self.counts_topic,
-                    "kafka.timeout.ms": str(int(self.settings.kafka_timeout_s * 1000))}, streaming=True))
+                    **self.settings.spark_kafka_options(), "subscribe": self.counts_topic}, streaming=True))
             ends = self._channel_offsets.ends()
             gate.write(self.gate_path, batch_id, {p: hi for (_, p), (_, hi) in ends.items()})
         except Exception as exc:  # noqa: BLE001 - without a gate the stateful query reads everything
@@ -333,12 +331,16 @@ class IngestBatch:
             self._channel_offsets.close()
             self._channel_offsets = None
 
-    def _publish_driver(self, messages, stamp: int, batch_id, options, sink_id) -> None:
-        from chaussettes.spark_kafka.writer import write_batch
+    @staticmethod
+    def _publish_driver(messages, stamp: int, batch_id, options, sink_id) -> None:
+        """A message or two (the clock, the thresholds) from the driver itself, exactly once
+        per batch as ``write_batch`` does, without its Spark job (on the alerts' path)."""
+        import pyarrow as pa
 
-        df = self.spark.createDataFrame([(k, v, p, stamp) for k, v, p in messages],
-                                        "key string, value binary, partition int, timestamp long")
-        write_batch(df, batch_id, options, sink_id=sink_id)
+        from chaussettes.spark_kafka.writer import WriteConfig, publish_table
+
+        cfg = WriteConfig.parse({**options, "exactlyOnce": "true"})
+        publish_table(cfg, sink_id, 0, batch_id, pa.Table.from_batches([_records(messages, stamp)]))
 
     def write_files(self, parsed: Parsed, clock: IngestClock, batch_id: int, partitions: list[dict],
                     where: dict | None, bad: int, good: int) -> None:
@@ -474,12 +476,7 @@ def _task_publisher(options: dict, sink_id: str, batch_id: int, base, length_s: 
                 late = int(pc.sum(dead.filter(pc.equal(dead.column("kind"), "global")).column("n")).as_py() or 0)
                 table = table.filter(live)
             messages = channel.group_messages(table, base, shards, partitions)
-        stamp = channel.record_timestamp_ms(base.watermark_before, after=True)
-        out = pa.RecordBatch.from_pydict({
-            "key": pa.array([m[0] for m in messages], pa.string()),
-            "value": pa.array([m[1] for m in messages], pa.binary()),
-            "partition": pa.array([m[2] for m in messages], pa.int32()),
-            "timestamp": pa.array([stamp] * len(messages), pa.int64())})
+        out = _records(messages, channel.record_timestamp_ms(base.watermark_before, after=True))
         cfg = WriteConfig.parse({**options, "exactlyOnce": "true"})
         # a fresh producer per task: Spark may run this partition in another Python worker
         # next batch, and a producer kept here would then be fenced by that one's
@@ -487,6 +484,17 @@ def _task_publisher(options: dict, sink_id: str, batch_id: int, base, length_s: 
         yield pa.RecordBatch.from_pydict({"records": [records], "late": [late]})
 
     return publish
+
+
+def _records(messages, stamp: int):
+    """Channel messages (key, value, partition) as the Arrow batch the Kafka writer publishes."""
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_pydict({
+        "key": pa.array([m[0] for m in messages], pa.string()),
+        "value": pa.array([m[1] for m in messages], pa.binary()),
+        "partition": pa.array([m[2] for m in messages], pa.int32()),
+        "timestamp": pa.array([stamp] * len(messages), pa.int64())})
 
 
 def _end_offsets(partitions: list[dict]) -> dict[str, dict[str, int]]:

@@ -65,7 +65,7 @@ class RecentErrors:
 
     def add(self, where: Mapping[str, Any] | None, events, error_status_min: int) -> int:
         """Cache (and compute now) the error lines of a batch's ``events``; returns how many.
-        A batch without an origin (a socket) is not kept: its events carry none."""
+        A batch without an origin (no lines) is not kept."""
         from pyspark import StorageLevel
 
         key = origin_key(where)

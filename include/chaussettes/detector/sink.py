@@ -69,8 +69,8 @@ class IncidentSink:
     def explain(self, events: list[dict]) -> dict[str, dict]:
         """alert_id -> tops, for the firing and escalated events (see the module docstring):
         one Spark job over the cached error lines of the ingest batches they came from, one
-        over those batches read again when not cached. A source that cannot be read again
-        (socket) gives explanations without tops."""
+        over those batches read again when not cached. A socket's batch no longer cached
+        (after a restart) cannot be read again: its explanation has no tops."""
         import pandas as pd
         from pyspark.sql import functions as F
 
@@ -124,8 +124,7 @@ class IncidentSink:
             return 0
         df = self.spark.createDataFrame([(r["alert_id"], json.dumps(r, separators=(",", ":"))) for r in records],
                                         "key string, value string")
-        options = {**self.settings.spark_kafka_options(), "topic": self.alerts_topic,
-                   "kafka.timeout.ms": str(int(self.settings.kafka_timeout_s * 1000))}
+        options = {**self.settings.spark_kafka_options(), "topic": self.alerts_topic}
         return write_batch(df, batch_id, options)  # 0 when a replayed batch had published
 
 

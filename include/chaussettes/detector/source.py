@@ -7,8 +7,8 @@ the file's path), ``partition`` and ``offset`` (Kafka; null otherwise) and ``rec
 its record time is quarantined as ``future_time`` instead of moving the watermark.
 
 A micro-batch's origin (``origin``) is a small JSON-able dict: ``{"kafka": {topic:
-{partition: [first, end)}}}``, ``{"files": [paths]}``, or None for the socket source,
-whose lines cannot be read again.
+{partition: [first, end)}}}``, ``{"files": [paths]}``, or ``{"socket": batch id}`` — a
+socket's lines cannot be read again: only the ingest's cache of them (``recent``) has them.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ def read_source(spark, settings, cfg):
             reader = reader.option(k, v)
         reader = reader.option("subscribe", cfg.topic or settings.topic_logs) \
             .option("startingOffsets", cfg.starting_offsets) \
-            .option("failOnDataLoss", str(cfg.fail_on_data_loss).lower()) \
-            .option("kafka.timeout.ms", str(int(settings.kafka_timeout_s * 1000)))
+            .option("failOnDataLoss", str(cfg.fail_on_data_loss).lower())
         if cfg.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(int(cfg.max_offsets_per_trigger)))
         return reader.load().select("value", "topic", "partition", "offset",
@@ -53,9 +52,9 @@ def read_source(spark, settings, cfg):
     raise ValueError(f"unknown source {cfg.source!r}")
 
 
-def origin(source: str, partitions: Iterable[Mapping[str, Any]]) -> dict | None:
+def origin(source: str, partitions: Iterable[Mapping[str, Any]], batch_id: int) -> dict | None:
     """A micro-batch's origin from its per-partition summary rows (topic, partition,
-    min_offset, max_offset)."""
+    min_offset, max_offset, rows); None when it has no lines."""
     if source == "kafka":
         out: dict[str, dict[str, list[int]]] = {}
         for r in partitions:
@@ -65,11 +64,14 @@ def origin(source: str, partitions: Iterable[Mapping[str, Any]]) -> dict | None:
     if source == "files":
         paths = sorted({r["topic"] for r in partitions if r.get("topic")})
         return {"files": paths} if paths else None
+    if source == "socket":
+        return {"socket": int(batch_id)} if any(r.get("rows") for r in partitions) else None
     return None
 
 
 def reread(spark, settings, where: Mapping[str, Any] | None):
-    """The lines of a micro-batch again, from its ``origin`` (None when it has none)."""
+    """The lines of a micro-batch again, from its ``origin`` (None when they cannot be:
+    no origin, or a socket's)."""
     from pyspark.sql import functions as F
 
     if not where:
@@ -86,7 +88,6 @@ def reread(spark, settings, where: Mapping[str, Any] | None):
         return reader.option("assign", json.dumps(assign)) \
             .option("startingOffsets", json.dumps({t: {p: r[0] for p, r in parts.items()} for t, parts in ranges.items()})) \
             .option("endingOffsets", json.dumps({t: {p: r[1] for p, r in parts.items()} for t, parts in ranges.items()})) \
-            .option("kafka.timeout.ms", str(int(settings.kafka_timeout_s * 1000))) \
             .load().select("value", "topic", "partition", "offset", F.col("timestamp").alias("record_time"))
     if "files" in where:
         return spark.read.text(list(where["files"])).select(
