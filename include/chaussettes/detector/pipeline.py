@@ -59,7 +59,8 @@ log = logging.getLogger("chaussettes.detector")
 # wheel) with changelog checkpointing (a batch writes what changed, not a snapshot) and a
 # bounded memory (block cache and write buffers share one budget per executor): 64 MB, since
 # a budget is filled by many keys and not by few (the same 3M events with 1M client IPs vs 1k:
-# the driver's peak +290 MB at 128 MB, +170-192 MB at 64 MB, no slower).
+# the driver's peak +290 MB at 128 MB, +170 to +300 MB over eight runs at 64, no slower; 32
+# was no lower).
 DETECTOR_SPARK_CONF = {
     # the stateful query runs a batch without new input when the watermark moved: its
     # event-time timers (incidents to resolve, buckets to free) fire then, not a batch later

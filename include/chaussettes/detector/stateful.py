@@ -19,9 +19,10 @@ together, vectorised (numpy / pandas), with a few state calls per group and batc
 
 Per ingest batch, in order: resolve incidents the cut watermark has closed, merge the
 counts, sum the windows the batch changed (``keyed_windows.touched_windows``), judge them
-(``judge.evaluate``) and turn breaches into incident events. An ingest batch's messages
-are applied once, in ingest order, all chunks together: however the stateful query's own
-micro-batches group them, the same events come out. An event-time timer at the group's
+(``judge.evaluate``) and turn breaches into incident events. An ingest batch's counts
+are applied once, in ingest order, all chunks together (its thresholds, published before
+them, as soon as they are read): however the stateful query's own micro-batches group
+them, the same events come out. An event-time timer at the group's
 next deadline resolves incidents and frees buckets when no more counts come.
 
 Output rows: (type, kind, key, payload JSON) with type ``event`` (an incident event),
@@ -235,6 +236,12 @@ class WindowStateProcessor(StatefulProcessor):
                 new = state.thresholds
                 if (old.window_length_s, old.window_slide_s) != (new.window_length_s, new.window_slide_s):
                     state.reset_buckets()  # counts of another slide cannot be summed into these windows
+        if not any(h.chunks for h, _, _ in messages):
+            # thresholds alone: this group's counts of the batch, if it has any, may come in the
+            # next micro-batch (one without a gate can end between the thresholds' transaction
+            # and the counts'): the batch is applied with them. A group with no counts in it
+            # is left to its timers, as when a batch sends it nothing.
+            return []
         th = state.thresholds
         length, slide = th.window_length_s, th.window_slide_s
         out = self._events(state, state.book.resolve_due(header.watermark_before), header)
