@@ -152,12 +152,6 @@ def _stop(detector, thread) -> None:
     thread.join(60)
 
 
-def _applied(status) -> int:
-    """The last ingest batch the stateful query has read (-1 before any)."""
-    applied = status.doc.get("incidents_applied_batch")
-    return -1 if applied is None else int(applied)
-
-
 def throughput(ctx) -> list[dict]:
     from chaussettes.detector.pipeline import MAX_OFFSETS_PER_TRIGGER, DetectorConfig
 
@@ -181,7 +175,7 @@ def throughput(ctx) -> list[dict]:
     try:
         while time.time() - t0 < 1800 and not errors:
             hist = detector.ingest.history
-            if hist and sum(h["rows"] for h in hist) >= n and _applied(status) >= hist[-1]["batch_id"]:
+            if hist and sum(h["rows"] for h in hist) >= n and status.applied_batch() >= hist[-1]["batch_id"]:
                 done_at = time.time()
                 break
             time.sleep(0.2)

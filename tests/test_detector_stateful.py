@@ -418,6 +418,36 @@ def test_the_stateful_querys_source_ends_its_batches_at_the_gate(settings, new_t
         reader.stop()
 
 
+def test_the_gate_is_held_where_the_channel_ends_when_the_detector_starts(settings, new_topic, tmp_path):
+    """Before its first batch the ingest sets the gate where the channel ends (when there is
+    none): what lands after that, the first batch's messages, waits for that batch's own
+    gate; a gate already there (a restart) is left as it is; each batch moves it."""
+    from chaussettes.detector import gate
+    from chaussettes.detector.ingest import IngestBatch
+    from chaussettes.spark_kafka.reader import ReadAllAvailable, ReadConfig, from_json
+
+    topic = new_topic(2)
+    produce(settings, topic, [b"old%d" % i for i in range(6)], partitions=2)
+    ingest = IngestBatch(None, settings, DetectorConfig(), tmp_path / "ckpt", None, None, topic)
+    reader = gate.GatedStreamReader(ReadConfig.parse({**settings.spark_kafka_options(), "subscribe": topic,
+                                                      "startingOffsets": "earliest"}, streaming=True),
+                                    str(ingest.gate_path))
+    try:
+        ingest.hold_gate()
+        held = json.loads(ingest.gate_path.read_text())
+        assert held == {"batch": -1, "ends": {"0": 3, "1": 3}}
+        produce(settings, topic, [b"new%d" % i for i in range(4)], partitions=2)  # a batch being published
+        ingest.hold_gate()
+        assert json.loads(ingest.gate_path.read_text()) == held
+        start = reader.initialOffset()
+        assert from_json(reader.latestOffset(start, ReadAllAvailable())) == {(topic, 0): 3, (topic, 1): 3}
+        ingest.open_gate(0)
+        assert from_json(reader.latestOffset(start, ReadAllAvailable())) == {(topic, 0): 5, (topic, 1): 5}
+    finally:
+        reader.stop()
+        ingest.close()
+
+
 def test_an_explanation_reads_the_ingests_cached_error_lines(spark, tmp_path):
     """The error lines the ingest keeps cached for its last batches (``recent``) explain an
     incident as reading its batch again does, without reading it again (its file is gone

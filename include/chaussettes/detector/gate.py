@@ -10,10 +10,10 @@ its clocks (``write``), and the stateful query reads the channel through
 ``chaussettes_channel`` — the Kafka source whose micro-batches end there (``cap``).
 
 The gate only groups: a key group applies an ingest batch once all of it has been read, in
-order, however it was cut (``stateful``). So a missing gate (the first batch, an older
-checkpoint, available-now) reads everything, and a gate that stops moving while the channel
-grows (its file cannot be written) is ignored after ``PATIENCE_S``: it costs speed, never
-an event.
+order, however it was cut (``stateful``). The detector sets one where the channel ends
+when it starts (before its first batch); a missing gate (an older checkpoint, a file that
+cannot be written) reads everything, and a gate that stops moving while the channel grows
+(its file cannot be written) is ignored after ``PATIENCE_S``: it costs speed, never an event.
 """
 
 from __future__ import annotations

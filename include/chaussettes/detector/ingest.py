@@ -312,19 +312,33 @@ class IngestBatch:
 
     def open_gate(self, batch_id: int) -> None:
         """The batch is out, its clock last: the stateful query may read up to here (``gate``)."""
-        from chaussettes.spark_kafka.reader import OffsetClient, ReadConfig
-
         try:
-            if self._channel_offsets is None:
-                self._channel_offsets = OffsetClient(ReadConfig.parse({
-                    **self.settings.spark_kafka_options(), "subscribe": self.counts_topic}, streaming=True))
-            ends = self._channel_offsets.ends()
-            gate.write(self.gate_path, batch_id, {p: hi for (_, p), (_, hi) in ends.items()})
+            self._write_gate(batch_id)
         except Exception as exc:  # noqa: BLE001 - without a gate the stateful query reads everything
             log.warning("batch %d: cannot move the channel gate (%s): the stateful query reads past it",
                         batch_id, _one_line(exc))
             with contextlib.suppress(OSError):
                 self.gate_path.unlink()
+
+    def hold_gate(self) -> None:
+        """At start, when there is no gate: one where the channel ends now, so that the
+        stateful query does not read the first batch's messages as they land (an empty
+        first batch, or a slow one, would otherwise let it split that batch in two)."""
+        if self.gate_path.exists():
+            return
+        try:
+            self._write_gate(-1)
+        except Exception as exc:  # noqa: BLE001 - it only groups: the first batch opens it
+            log.warning("cannot set the channel gate at start (%s)", _one_line(exc))
+
+    def _write_gate(self, batch_id: int) -> None:
+        from chaussettes.spark_kafka.reader import OffsetClient, ReadConfig
+
+        if self._channel_offsets is None:
+            self._channel_offsets = OffsetClient(ReadConfig.parse({
+                **self.settings.spark_kafka_options(), "subscribe": self.counts_topic}, streaming=True))
+        ends = self._channel_offsets.ends()
+        gate.write(self.gate_path, batch_id, {p: hi for (_, p), (_, hi) in ends.items()})
 
     def close(self) -> None:
         if self._channel_offsets is not None:

@@ -219,6 +219,7 @@ class Detector:
             self.ingest.close()
 
     def _run(self) -> None:
+        self.ingest.hold_gate()
         if self.available_now:
             # the stateful query reads what the ingest published: it runs once that is all out
             self.start_ingest().awaitTermination()

@@ -145,6 +145,12 @@ class StatusWriter:
             })
             self._write()
 
+    def applied_batch(self) -> int:
+        """The last ingest batch the stateful query has read, -1 before any."""
+        with self._lock:
+            applied = self.doc.get("incidents_applied_batch")
+        return -1 if applied is None else int(applied)
+
     def incidents_done(self, *, batch_id: int, events: list[dict], stats: list[dict],
                        windows: list[dict], published: int) -> None:
         """After a stateful micro-batch: the incident events it published, its key groups'
