@@ -21,6 +21,7 @@ from chaussettes.detector import keyed_windows as kw
 from chaussettes.detector.pipeline import CheckpointError, Detector, DetectorConfig
 from chaussettes.detector.publish import read_alerts
 from chaussettes.detector.status import StatusWriter
+from detector_helpers import run_in_thread
 
 pytestmark = pytest.mark.slow
 T0 = dt.datetime(2026, 1, 1, 0, 0, 5, tzinfo=dt.UTC)
@@ -495,7 +496,8 @@ def test_an_explanation_reads_the_ingests_cached_error_lines(spark, tmp_path):
 
 def test_a_detector_runs_until_stopped_on_a_session_whose_queries_ended_before(spark, settings, new_topic, tmp_path):
     """Two detectors on a trigger, one after the other in one session: the second one runs
-    (Spark's awaitAnyTermination returns at once once any query of the session ended)."""
+    (Spark's awaitAnyTermination returns at once once any query of the session ended); each
+    stop ends ``run`` without an error, wherever it finds the queries."""
     for i in range(2):
         topic, alerts = new_topic(1), new_topic(1)
         produce(settings, topic, lines(10, 0, 0), partitions=1)
@@ -503,8 +505,7 @@ def test_a_detector_runs_until_stopped_on_a_session_whose_queries_ended_before(s
                              checkpoint=tmp_path / f"ckpt-{i}")
         status = StatusWriter(settings.detector_status_path, "kafka", settings=settings, topic=topic)
         detector = Detector(spark, settings, cfg, status)
-        thread = threading.Thread(target=detector.run, daemon=True)
-        thread.start()
+        thread, failed = run_in_thread(detector)
         deadline = time.time() + 90
         while time.time() < deadline and not detector.ingest.history:
             time.sleep(0.2)
@@ -513,6 +514,24 @@ def test_a_detector_runs_until_stopped_on_a_session_whose_queries_ended_before(s
         thread.join(60)
         status.close()
         assert running and [h["rows"] for h in detector.ingest.history][:1] == [10], i
+        assert not thread.is_alive() and not failed, (i, failed)
+
+
+def test_a_detector_stopped_before_it_runs_starts_no_query(spark, settings, new_topic, tmp_path):
+    """A stop that comes before the queries start (a SIGTERM while the detector starts) ends
+    ``run`` at once, without an error, instead of starting queries nothing would stop."""
+    cfg = DetectorConfig(source="kafka", topic=new_topic(1), alerts_topic=new_topic(1), trigger="1s",
+                         archive=False, checkpoint=tmp_path / "ckpt")
+    status = StatusWriter(settings.detector_status_path, "kafka", settings=settings, topic=cfg.topic)
+    detector = Detector(spark, settings, cfg, status)
+    detector.stop()
+    thread, failed = run_in_thread(detector)
+    thread.join(60)
+    running = thread.is_alive()
+    for q in detector.queries:
+        q.stop()
+    status.close()
+    assert not running and not failed and detector.queries == []
 
 
 def test_a_socket_sources_incident_is_explained_from_the_ingests_cache(spark, settings, new_topic, tmp_path):
@@ -539,16 +558,7 @@ def test_a_socket_sources_incident_is_explained_from_the_ingests_cache(spark, se
                          trigger="1s", archive=False, checkpoint=tmp_path / "ckpt")
     status = StatusWriter(settings.detector_status_path, "socket", settings=settings)
     detector = Detector(spark, settings, cfg, status)
-    failed: list[BaseException] = []
-
-    def run():
-        try:
-            detector.run()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, failed = run_in_thread(detector)
     events: list[dict] = []
     try:
         deadline = time.time() + 300

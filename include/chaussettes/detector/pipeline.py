@@ -105,6 +105,10 @@ class DetectorConfig:
     master: str | None = None  # None: spark-submit's --master
 
 
+class DetectorStopped(RuntimeError):
+    """``stop`` came before a query could start."""
+
+
 class CheckpointError(RuntimeError):
     """The checkpoint folder cannot be used by this detector (one line says why)."""
 
@@ -164,6 +168,7 @@ class Detector:
         self.sink = IncidentSink(spark, settings, status, cfg.alerts_topic or settings.topic_alerts, self.recent)
         self.queries: list = []
         self.stopped = threading.Event()
+        self._starting = threading.Lock()  # a stop while a query starts waits for it, then stops it
 
     @property
     def available_now(self) -> bool:
@@ -177,9 +182,7 @@ class Detector:
         seconds = trigger_seconds(self.cfg.trigger)
         writer = writer.trigger(availableNow=True) if seconds is None else \
             writer.trigger(processingTime=f"{int(seconds * 1000)} milliseconds")
-        query = writer.start()
-        self.queries.append(query)
-        return query
+        return self._start(writer)
 
     def start_stateful(self):
         from pyspark.sql import functions as F
@@ -206,14 +209,26 @@ class Detector:
             .option("checkpointLocation", str(self.checkpoint / "state" / "spark"))
         writer = writer.trigger(availableNow=True) if self.available_now else \
             writer.trigger(processingTime=STATEFUL_TRIGGER)
-        query = writer.start()
-        self.queries.append(query)
-        return query
+        return self._start(writer)
+
+    def _start(self, writer):
+        """Start a query unless ``stop`` came first (then it ends ``run`` at once)."""
+        with self._starting:
+            if self.stopped.is_set():
+                raise DetectorStopped("stopped before its queries started")
+            query = writer.start()
+            self.queries.append(query)
+            return query
 
     def run(self) -> None:
-        """Until the input is done (available-now) or a query stops or fails."""
+        """Until the input is done (available-now), a query fails, or ``stop``: a query that
+        ``stop`` interrupts (in its start-up, say) ends with an error of Spark's, not a failure."""
         try:
             self._run()
+        except Exception as exc:
+            if not self.stopped.is_set():
+                raise
+            log.info("detector stopped (%s)", failure_message(exc))
         finally:
             self.recent.clear()
             self.ingest.close()
@@ -223,8 +238,7 @@ class Detector:
         if self.available_now:
             # the stateful query reads what the ingest published: it runs once that is all out
             self.start_ingest().awaitTermination()
-            if not self.stopped.is_set():
-                self.start_stateful().awaitTermination()
+            self.start_stateful().awaitTermination()
             return
         # awaitAnyTermination returns at once if any query of the session ended before (an
         # earlier detector on the same session): only these two count
@@ -240,7 +254,8 @@ class Detector:
                 raise q.exception()
 
     def stop(self) -> None:
-        self.stopped.set()
+        with self._starting:
+            self.stopped.set()
         for q in self.queries:
             try:
                 q.stop()
@@ -282,6 +297,8 @@ def run(settings, cfg: DetectorConfig) -> int:
         signal.signal(sig, on_signal)
     try:
         detector = Detector(spark, settings, cfg, status)
+        if stop_requested.is_set():  # a signal while Spark started: the handler saw no detector
+            detector.stop()
         detector.run()
         status.finished("stopped")
         return 0
