@@ -11,9 +11,9 @@ its clocks (``write``), and the stateful query reads the channel through
 
 The gate only groups: a key group applies an ingest batch once all of it has been read, in
 order, however it was cut (``stateful``). The detector sets one where the channel ends
-when it starts (before its first batch); a missing gate (an older checkpoint, a file that
-cannot be written) reads everything, and a gate that stops moving while the channel grows
-(its file cannot be written) is ignored after ``PATIENCE_S``: it costs speed, never an event.
+when it starts, before its first batch (``IngestBatch.hold_gate``); a missing gate (its file
+could not be written) reads everything, and a gate that stops moving while the channel grows
+is ignored after ``PATIENCE_S``: it costs speed, never an event.
 """
 
 from __future__ import annotations
