@@ -88,8 +88,8 @@ def throughput(ctx) -> list[dict]:
 
 
 def latency(ctx) -> list[dict]:
-    from bench_detector import _detector, _start_in_thread, _stop
-    from chaussettes.detector.pipeline import DetectorConfig
+    from bench_detector import _detector, _stop
+    from chaussettes.detector.pipeline import DetectorConfig, run_in_thread
     from chaussettes.notify.relay import Relay, RelayConfig
     from confluent_kafka import Consumer, TopicPartition
 
@@ -134,7 +134,7 @@ def latency(ctx) -> list[dict]:
     detector, status = _detector(ctx.spark(), settings, DetectorConfig(
         source="kafka", trigger="10s", checkpoint=base / "ckpt", topic=topic, alerts_topic=alerts_topic,
         max_offsets_per_trigger=None))
-    thread, errors = _start_in_thread(detector)
+    thread, errors = run_in_thread(detector)
     try:
         for t in threads:
             t.start()

@@ -117,20 +117,6 @@ def _rss_split(root: int) -> tuple[int, int]:
     return driver, workers
 
 
-def _start_in_thread(detector):
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            detector.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, errors
-
-
 def _detector(spark, settings, cfg):
     from chaussettes.detector.pipeline import Detector
     from chaussettes.detector.status import StatusWriter
@@ -153,7 +139,7 @@ def _stop(detector, thread) -> None:
 
 
 def throughput(ctx) -> list[dict]:
-    from chaussettes.detector.pipeline import MAX_OFFSETS_PER_TRIGGER, DetectorConfig
+    from chaussettes.detector.pipeline import MAX_OFFSETS_PER_TRIGGER, DetectorConfig, run_in_thread
 
     n = int(os.environ.get("BENCH_DETECTOR_EVENTS", "5000000"))
     batch = int(os.environ.get("BENCH_DETECTOR_BATCH", str(MAX_OFFSETS_PER_TRIGGER)))
@@ -170,7 +156,7 @@ def throughput(ctx) -> list[dict]:
     detector, status = _detector(ctx.spark(), settings, cfg)
     cpu = _Sampler()
     t0 = time.time()
-    thread, errors = _start_in_thread(detector)
+    thread, errors = run_in_thread(detector)
     done_at = None
     try:
         while time.time() - t0 < 1800 and not errors:
@@ -330,7 +316,7 @@ def scaleout(ctx) -> list[dict]:
 
 
 def latency(ctx) -> list[dict]:
-    from chaussettes.detector.pipeline import DetectorConfig
+    from chaussettes.detector.pipeline import DetectorConfig, run_in_thread
     from confluent_kafka import Consumer, TopicPartition
 
     rate = int(os.environ.get("BENCH_DETECTOR_RATE", "20000"))
@@ -350,7 +336,7 @@ def latency(ctx) -> list[dict]:
     cfg = DetectorConfig(source="kafka", trigger="10s", checkpoint=base / "ckpt", topic=topic,
                          alerts_topic=alerts_topic, max_offsets_per_trigger=None)
     detector, status = _detector(ctx.spark(), settings, cfg)
-    thread, errors = _start_in_thread(detector)
+    thread, errors = run_in_thread(detector)
     arrivals: list[tuple[float, dict]] = []
     stop = threading.Event()
 

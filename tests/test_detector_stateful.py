@@ -18,10 +18,9 @@ from chaussettes import thresholds as thresholds_mod
 from chaussettes.detector import alerts as alerts_mod
 from chaussettes.detector import channel
 from chaussettes.detector import keyed_windows as kw
-from chaussettes.detector.pipeline import CheckpointError, Detector, DetectorConfig
+from chaussettes.detector.pipeline import CheckpointError, Detector, DetectorConfig, run_in_thread
 from chaussettes.detector.publish import read_alerts
 from chaussettes.detector.status import StatusWriter
-from detector_helpers import run_in_thread
 
 pytestmark = pytest.mark.slow
 T0 = dt.datetime(2026, 1, 1, 0, 0, 5, tzinfo=dt.UTC)

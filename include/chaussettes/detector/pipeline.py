@@ -263,6 +263,22 @@ class Detector:
                 log.debug("stopping %s: %s", q.name, exc)
 
 
+def run_in_thread(detector: Detector) -> tuple[threading.Thread, list[BaseException]]:
+    """``detector.run`` in a daemon thread, for a program that embeds the detector (the
+    tests, the benchmarks); the list receives what it raised."""
+    failed: list[BaseException] = []
+
+    def run():
+        try:
+            detector.run()
+        except BaseException as exc:  # noqa: BLE001 - the caller reads it
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, failed
+
+
 def failure_message(exc: BaseException) -> str:
     """One line for the status and the log: the Python error at the root of a Spark
     failure (a data source's own message) rather than the head of Spark's wrapper text."""
@@ -318,4 +334,4 @@ def run(settings, cfg: DetectorConfig) -> int:
             log.debug("stopping Spark: %s", exc)
 
 
-__all__ = ["Detector", "DetectorConfig", "read_source", "run", "trigger_seconds"]
+__all__ = ["Detector", "DetectorConfig", "read_source", "run", "run_in_thread", "trigger_seconds"]
