@@ -493,6 +493,43 @@ def test_an_explanation_reads_the_ingests_cached_error_lines(spark, tmp_path):
     recent.clear()
 
 
+
+def test_the_error_lines_kept_for_explanations_are_bounded_by_lines_too(spark, tmp_path):
+    """A flood makes every line an error line: the cache keeps fewer batches when they hold
+    more than ``keep_rows`` lines, oldest released first, the newest always."""
+    from chaussettes import settings as settings_mod
+    from chaussettes.detector import source as source_mod
+    from chaussettes.detector.ingest import Parsed
+    from chaussettes.detector.recent import RecentErrors, origin_key
+
+    def batch(name: str, errors: int) -> dict:
+        path = tmp_path / f"{name}.log"
+        path.write_text("".join(logformat.format_event(logformat.Event(
+            T0 + dt.timedelta(seconds=i), BAD_IP, "GET", "/p", None, "HTTP/1.1", 500, 10, None, "ua"), "combined")
+            + "\n" for i in range(errors)))
+        return {"files": [str(path)]}
+
+    def add(recent, where) -> int:
+        parsed = Parsed(source_mod.reread(spark, settings, where))
+        try:
+            return recent.add(where, parsed.events, 500)
+        finally:
+            parsed.release()
+
+    settings = settings_mod.load(env={}, home=tmp_path / "home")
+    a, b, c, d = batch("a", 30), batch("b", 20), batch("c", 50), batch("d", 60)
+    recent = RecentErrors(keep=4, keep_rows=50)
+    assert [add(recent, w) for w in (a, b)] == [30, 20]
+    with recent.holding([origin_key(a), origin_key(b)]) as held:
+        assert sorted(held) == sorted([origin_key(a), origin_key(b)])  # 50 lines: both kept
+    assert add(recent, c) == 50
+    with recent.holding([origin_key(w) for w in (a, b, c)]) as held:
+        assert list(held) == [origin_key(c)]  # 100 lines: the older two released
+    assert add(recent, d) == 60  # the newest is kept whatever its size
+    with recent.holding([origin_key(c), origin_key(d)]) as held:
+        assert list(held) == [origin_key(d)]
+    recent.clear()
+
 def test_a_detector_runs_until_stopped_on_a_session_whose_queries_ended_before(spark, settings, new_topic, tmp_path):
     """Two detectors on a trigger, one after the other in one session: the second one runs
     (Spark's awaitAnyTermination returns at once once any query of the session ended); each

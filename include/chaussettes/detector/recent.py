@@ -5,10 +5,11 @@ the ingest batch that made its breach visible. Reading that batch again from its
 and parsing it again cost more than the rest of a stateful batch (a 1M-line batch: 2.6 s
 alone, 9-15 s beside the ingest, measured). The ingest already has the batch parsed: it
 keeps its error lines — a few columns, the ~5% of lines at or over ``error_status_min`` —
-cached in the executors for its last ``KEEP_BATCHES`` batches, keyed by the batch's
-origin, which every incident event carries (``source``). The explanation reads from there
-and reads the origin again only for a batch no longer (or not) kept: after a restart, or
-far behind.
+cached in the executors for its last ``KEEP_BATCHES`` batches and at most ``KEEP_ROWS``
+lines (a flood of errors makes every line an error line: the newest batch is kept whatever
+its size, older ones go first), keyed by the batch's origin, which every incident event
+carries (``source``). The explanation reads from there and reads the origin again only for
+a batch no longer (or not) kept: after a restart, far behind, or after a flood.
 
 Both queries' ``foreachBatch`` run in the driver's Python process: this object is shared
 by them, under a lock, so that a batch is never released while an explanation reads it.
@@ -27,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 KEEP_BATCHES = 4  # the stateful query explains a batch seconds after the ingest published it
+KEEP_ROWS = 1_000_000  # ~50 MB of Spark's cache: four short columns a line
 WAIT_S = 30.0  # how long an explanation waits for an announced batch's error lines
 
 
@@ -45,12 +47,15 @@ def error_lines(events, error_status_min: int):
 
 
 class RecentErrors:
-    """Cached error lines by origin, the newest ``keep`` batches."""
+    """Cached error lines by origin: the newest ``keep`` batches, fewer when they hold more
+    than ``keep_rows`` lines (the newest batch always)."""
 
-    def __init__(self, keep: int = KEEP_BATCHES):
+    def __init__(self, keep: int = KEEP_BATCHES, keep_rows: int = KEEP_ROWS):
         self.keep = keep
+        self.keep_rows = keep_rows
         self._cond = threading.Condition()
         self._frames: OrderedDict[str, Any] = OrderedDict()
+        self._rows: dict[str, int] = {}
         self._coming: set[str] = set()  # origins announced (``expect``), not cached yet
 
     def expect(self, where: Mapping[str, Any] | None) -> None:
@@ -86,10 +91,13 @@ class RecentErrors:
         with self._cond:
             old = self._frames.pop(key, None)
             self._frames[key] = frame
+            self._rows[key] = count
             if old is not None:
                 old.unpersist()
-            while len(self._frames) > self.keep:
-                self._frames.popitem(last=False)[1].unpersist()
+            while len(self._frames) > self.keep or (len(self._frames) > 1 and sum(self._rows.values()) > self.keep_rows):
+                oldest, released = self._frames.popitem(last=False)
+                del self._rows[oldest]
+                released.unpersist()
         return count
 
     @contextlib.contextmanager
@@ -104,6 +112,7 @@ class RecentErrors:
     def clear(self) -> None:
         with self._cond:
             frames, self._frames = list(self._frames.values()), OrderedDict()
+            self._rows.clear()
             self._coming.clear()
             self._cond.notify_all()
         for frame in frames:
