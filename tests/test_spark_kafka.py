@@ -176,6 +176,27 @@ def test_records_in_a_producer_batch_past_the_reported_end_are_read(kspark, brok
     assert kspark.sql("SELECT count(DISTINCT key) FROM batched").first()[0] == 400
 
 
+
+def test_a_range_that_ends_with_a_transaction_marker_is_read_without_waiting_for_the_partitions_end(
+        broker, new_topic):
+    # A transactional producer's commit marker takes an offset but is never delivered: the
+    # read ends when the client's position passes the range, not at the end-of-partition
+    # event, which a broker sends only once a fetch's wait is out (20 s here: past the poll
+    # timeout, so waiting for it fails the read).
+    from chaussettes.spark_kafka.reader import ReadConfig, read_range
+
+    servers, topic = broker.bootstrap_servers, new_topic(1)
+    p = Producer({"bootstrap.servers": servers, "transactional.id": f"tx-{topic}"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=0)
+    p.commit_transaction(30)
+    cfg = ReadConfig.parse(read_opts(servers, topic, **{"kafka.fetch.wait.max.ms": "20000",
+                                                        "kafkaConsumer.pollTimeoutMs": "3000"}), streaming=False)
+    batches = list(read_range(cfg, topic, 0, 0, 6))  # 5 records, then the marker
+    assert [v.as_py() for b in batches for v in b.column("value")] == [f"v{i}".encode() for i in range(5)]
+
 def test_max_offsets_per_trigger_bounds_every_batch(kspark, broker, new_topic, tmp_path):
     servers, topic = broker.bootstrap_servers, new_topic(4)
     produce(servers, topic, 230)

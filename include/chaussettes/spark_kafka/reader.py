@@ -3,8 +3,9 @@
 Offsets are JSON ``{"topic": {"0": next_offset, ...}}`` (the JVM connector's layout), kept in
 Spark's checkpoint by the engine. End offsets are the high watermark raised to the end of
 the last record batch a fetch returns (see ``OffsetClient.readable_ends``). An executor reads exactly ``[start, end)`` of one partition
-and yields ``pyarrow.RecordBatch`` es. It stops at the end offset, at a partition-EOF event at or
-past it (trailing transaction markers are never delivered as messages), and raises if no
+and yields ``pyarrow.RecordBatch`` es. It stops at the end offset, once the client's position has
+passed it (trailing transaction markers are never delivered as messages) or at a partition-EOF
+event at or past it, and raises if no
 progress is made for ``kafkaConsumer.pollTimeoutMs`` - it never waits forever and never
 silently skips a record.
 """
@@ -459,12 +460,18 @@ def read_range(cfg: ReadConfig, topic: str, partition: int, start: int, end: int
     consumer = Consumer(cfg.range_consumer_conf(end - start))
     try:
         with _gc_paused():
+            here = TopicPartition(topic, partition)
             consumer.assign([TopicPartition(topic, partition, start)])
             position = start
             last_progress = time.monotonic()
             schema = arrow_schema(cfg.include_headers) if with_columns else None
             while position < end:
-                msgs = consumer.consume(num_messages=ROWS_PER_ARROW_BATCH, timeout=0.2)
+                # No more than the range still needs, and its tail with a short timeout: consume()
+                # returns once it has as many records as asked or at the timeout, and a short
+                # range waited out the whole 0.2 s (a full batch asked for), or all of a range
+                # that ends with transaction markers, which are never delivered (see below).
+                want = min(ROWS_PER_ARROW_BATCH, end - position)
+                msgs = consumer.consume(num_messages=want, timeout=0.2 if want == ROWS_PER_ARROW_BATCH else 0.02)
                 good = [m for m in msgs if m.error() is None]
                 for m in (msgs if len(good) != len(msgs) else ()):
                     err = m.error()
@@ -501,6 +508,11 @@ def read_range(cfg: ReadConfig, topic: str, partition: int, start: int, end: int
                         position = end
                 elif msgs:
                     last_progress = time.monotonic()
+                if position < end and consumer.position([here])[0].offset >= end:
+                    # the rest of the range is transaction markers, never delivered: the
+                    # client's position has passed them (waiting for the end-of-partition
+                    # event took a fetch's wait, 0.5 s, on every read of a transactional topic)
+                    position = end
                 if position < end and time.monotonic() - last_progress > cfg.poll_timeout_s:
                     raise KafkaSourceError(
                         f"{topic}-{partition}: no record between offsets {position} and {end} "
