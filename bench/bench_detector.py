@@ -195,7 +195,7 @@ def throughput(ctx) -> list[dict]:
     rows = sum(h["rows"] for h in hist)
     steady_rows = sum(h["rows"] for h in hist[1:])
     steady = steady_rows / max(done_at - hist[0]["ended_at"], 1e-6)
-    ingest_only = sum(h["rows"] for h in hist[1:]) / max(hist[-1]["ended_at"] - hist[0]["ended_at"], 1e-6)
+    ingest_only = steady_rows / max(hist[-1]["ended_at"] - hist[0]["ended_at"], 1e-6)
     used = cpu.at(done_at) - cpu.at(hist[0]["ended_at"])
     jvm = cpu.at(done_at, jvm=True) - cpu.at(hist[0]["ended_at"], jvm=True)
     doc = json.loads(settings.detector_status_path.read_text())

@@ -493,7 +493,6 @@ def test_an_explanation_reads_the_ingests_cached_error_lines(spark, tmp_path):
     recent.clear()
 
 
-
 def test_the_error_lines_kept_for_explanations_are_bounded_by_lines_too(spark, tmp_path):
     """A flood makes every line an error line: the cache keeps fewer batches when they hold
     more than ``keep_rows`` lines, oldest released first, the newest always."""
@@ -529,6 +528,7 @@ def test_the_error_lines_kept_for_explanations_are_bounded_by_lines_too(spark, t
     with recent.holding([origin_key(c), origin_key(d)]) as held:
         assert list(held) == [origin_key(d)]
     recent.clear()
+
 
 def test_a_detector_runs_until_stopped_on_a_session_whose_queries_ended_before(spark, settings, new_topic, tmp_path):
     """Two detectors on a trigger, one after the other in one session: the second one runs

@@ -176,7 +176,6 @@ def test_records_in_a_producer_batch_past_the_reported_end_are_read(kspark, brok
     assert kspark.sql("SELECT count(DISTINCT key) FROM batched").first()[0] == 400
 
 
-
 def test_a_range_that_ends_with_a_transaction_marker_is_read_without_waiting_for_the_partitions_end(
         broker, new_topic):
     # A transactional producer's commit marker takes an offset but is never delivered: the
@@ -196,6 +195,7 @@ def test_a_range_that_ends_with_a_transaction_marker_is_read_without_waiting_for
                                                         "kafkaConsumer.pollTimeoutMs": "3000"}), streaming=False)
     batches = list(read_range(cfg, topic, 0, 0, 6))  # 5 records, then the marker
     assert [v.as_py() for b in batches for v in b.column("value")] == [f"v{i}".encode() for i in range(5)]
+
 
 def test_max_offsets_per_trigger_bounds_every_batch(kspark, broker, new_topic, tmp_path):
     servers, topic = broker.bootstrap_servers, new_topic(4)
