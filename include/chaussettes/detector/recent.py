@@ -54,8 +54,7 @@ class RecentErrors:
         self.keep = keep
         self.keep_rows = keep_rows
         self._cond = threading.Condition()
-        self._frames: OrderedDict[str, Any] = OrderedDict()
-        self._rows: dict[str, int] = {}
+        self._frames: OrderedDict[str, tuple[Any, int]] = OrderedDict()  # origin -> (frame, lines)
         self._coming: set[str] = set()  # origins announced (``expect``), not cached yet
 
     def expect(self, where: Mapping[str, Any] | None) -> None:
@@ -90,14 +89,12 @@ class RecentErrors:
                 self._cond.notify_all()
         with self._cond:
             old = self._frames.pop(key, None)
-            self._frames[key] = frame
-            self._rows[key] = count
+            self._frames[key] = (frame, count)
             if old is not None:
-                old.unpersist()
-            while len(self._frames) > self.keep or (len(self._frames) > 1 and sum(self._rows.values()) > self.keep_rows):
-                oldest, released = self._frames.popitem(last=False)
-                del self._rows[oldest]
-                released.unpersist()
+                old[0].unpersist()
+            while len(self._frames) > self.keep or (
+                    len(self._frames) > 1 and sum(n for _, n in self._frames.values()) > self.keep_rows):
+                self._frames.popitem(last=False)[1][0].unpersist()
         return count
 
     @contextlib.contextmanager
@@ -107,12 +104,11 @@ class RecentErrors:
         keys = set(keys)
         with self._cond:
             self._cond.wait_for(lambda: not keys & self._coming, timeout=wait_s)
-            yield {k: self._frames[k] for k in keys if k in self._frames}
+            yield {k: self._frames[k][0] for k in keys if k in self._frames}
 
     def clear(self) -> None:
         with self._cond:
-            frames, self._frames = list(self._frames.values()), OrderedDict()
-            self._rows.clear()
+            frames, self._frames = [f for f, _ in self._frames.values()], OrderedDict()
             self._coming.clear()
             self._cond.notify_all()
         for frame in frames:
