@@ -97,14 +97,18 @@ def _jvm_cpu_seconds(root: int) -> float:
 
     ticks = 0
     for pid in procs.descendants(root):
-        try:
-            java = os.readlink(f"/proc/{pid}/exe").endswith("java")
-        except OSError:
-            continue
-        fields = procs.stat_fields(pid) if java else None
+        fields = procs.stat_fields(pid) if _is_java(pid) else None
         if fields is not None:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _is_java(pid: int) -> bool:
+    """Whether ``pid`` runs a JVM (False once it is gone)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").endswith("java")
+    except OSError:
+        return False
 
 
 def _rss_split(root: int) -> tuple[int, int]:
@@ -117,11 +121,11 @@ def _rss_split(root: int) -> tuple[int, int]:
     for pid in {root} | procs.descendants(root):
         try:
             rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
-            exe = os.readlink(f"/proc/{pid}/exe")
+            java = _is_java(pid)
             parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        seen[pid] = (rss, exe.endswith("java"), parent)
+        seen[pid] = (rss, java, parent)
     driver = workers = 0
     for pid, (rss, java, parent) in seen.items():
         if java and seen.get(parent, (0, False))[1]:
