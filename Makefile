@@ -8,13 +8,13 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sysdeps up down status test quick bench dist pins lint clean
+.PHONY: help install jvm runtime-deps sysdeps up down status test quick bench dist pins lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	@command -v java >/dev/null 2>&1 || { echo "Java 17 is missing: sudo apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@command -v java >/dev/null 2>&1 || { echo "Java 17 is missing: sudo apt-get install -y openjdk-17-jdk-headless"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed ($(PYTHON) is $$($(PYTHON) --version 2>&1))"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -24,11 +24,17 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)  ## create or refresh the virtualenv from the pins
 
+# The parser's Java fast path (include/chaussettes/jvm); without a JDK the detector runs without it.
+jvm: $(STAMP)  ## build the jar of the Java functions (javac; a no-op when built)
+	@$(PY) -m chaussettes jvm >/dev/null || echo "the detector's parser keeps its regular expression (slower)"
+
+runtime-deps:
+	@bash scripts/sysdeps.sh --runtime
+
 sysdeps:  ## Debian packages the platform and the tests use (scripts/sysdeps.sh); installs them as root
 	@bash scripts/sysdeps.sh
 
-up: $(STAMP)  ## start the local platform (broker, Alertmanager, relay, Spark, Airflow, generator, detector)
-	@bash scripts/sysdeps.sh --runtime
+up: $(STAMP) runtime-deps jvm  ## start the local platform (broker, Alertmanager, relay, Spark, Airflow, generator, detector)
 	$(PY) -m chaussettes stack up
 
 down:  ## stop everything `make up` started
@@ -37,7 +43,7 @@ down:  ## stop everything `make up` started
 status: $(STAMP)  ## health of each component
 	$(PY) -m chaussettes stack status
 
-test: $(STAMP) sysdeps  ## run the whole test suite on real services
+test: $(STAMP) sysdeps jvm  ## run the whole test suite on real services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 QUICK_TESTS = tests/test_calibration_pure.py tests/test_keyed_windows.py tests/test_incidents.py \
@@ -47,7 +53,7 @@ QUICK_TESTS = tests/test_calibration_pure.py tests/test_keyed_windows.py tests/t
 quick: $(STAMP)  ## the pure tests (no broker, Spark or Airflow): seconds, for the edit loop
 	$(PY) -m pytest -q $(QUICK_TESTS)
 
-bench: $(STAMP)  ## run the benchmarks; figures in bench/results/latest.{json,md}
+bench: $(STAMP) jvm  ## run the benchmarks; figures in bench/results/latest.{json,md}
 	$(PY) bench/run.py
 
 dist: $(STAMP)  ## build the --py-files zip for spark-submit
@@ -63,5 +69,5 @@ pins:  ## regenerate requirements.txt from requirements.in in a scratch venv
 	  .pins-venv/bin/pip freeze --exclude-editable; } > requirements.txt
 	rm -rf .pins-venv
 
-clean: down  ## stop the stack and remove the run folder (var/)
-	rm -rf var dist build
+clean: down  ## stop the stack, remove the run folder (var/) and the built jar
+	rm -rf var dist build include/chaussettes/jvm/*.jar

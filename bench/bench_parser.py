@@ -97,6 +97,44 @@ def _python_seconds_per_line(line: str, seconds: float) -> tuple[float, str]:
     return per, getattr(result, "reason", "event")
 
 
+def _fast_path_seconds(spark, df, native: bool) -> float:
+    t0 = time.perf_counter()
+    sparkparse.fast_of(df, "value", native=native).write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - t0
+
+
+def fast_path_engines(spark, n: int) -> list[dict]:
+    """The fast path alone over ``n`` varied Combined lines (cached; ~1k clients, 100 paths,
+    queries, referrers), its groups from the regular expression vs from the Java scanner
+    (``chaussettes.jvm``): the best of 3 runs each, alternated, in one session."""
+    from chaussettes import jvm
+    from pyspark.sql import functions as F
+
+    if not jvm.available(spark, jvm.FAST_COMBINED):
+        return [{"name": "spark: fast path, Java scanner / regular expression", "value": float("nan"),
+                 "unit": "x", "goal": None, "note": "the jar is not built (python -m chaussettes jvm)"}]
+    i = F.col("id")
+    line = F.format_string('10.1.%d.%d - - [07/Dec/2026:10:%02d:%02d +0000] "GET /p/%d?q=%d HTTP/1.1" %d %d '
+                           '"https://example.com/%d" "Mozilla/5.0 (X11; Linux x86_64) bench/%d"',
+                           F.expr("(id % 997) div 250"), i % 250, F.expr("(id div 60) % 60"), i % 60, i % 100, i % 13,
+                           F.when(i % 20 == 0, F.lit(500)).otherwise(F.lit(200)), i % 5000, i % 7, i % 3)
+    df = spark.range(n).select(line.cast("string").alias("value")).cache()
+    df.count()
+    runs = {True: [], False: []}
+    for _ in range(3):
+        for native in (False, True):
+            runs[native].append(_fast_path_seconds(spark, df, native))
+    df.unpersist()
+    regex, java = min(runs[False]), min(runs[True])
+    note = f"{n:,} lines, local[2], output to the noop sink; best of 3"
+    return [{"name": "spark: fast path by regular expression", "value": round(regex / n * 1e6, 3),
+             "unit": "µs/line", "goal": None, "note": note},
+            {"name": "spark: fast path by the Java scanner", "value": round(java / n * 1e6, 3),
+             "unit": "µs/line", "goal": None, "note": note},
+            {"name": "spark: fast path, regular expression / Java scanner", "value": round(regex / java, 2),
+             "unit": "x", "goal": None, "note": f"{note}; the same rows (tests/test_sparkparse.py)"}]
+
+
 def run(ctx) -> list[dict]:
     spark = ctx.spark()
     budget = int(os.environ.get("BENCH_PARSER_BYTES", str(256 << 20)))
@@ -115,4 +153,4 @@ def run(ctx) -> list[dict]:
                     "note": f"{note}, {s_per / base_spark:.1f}x plain" if base_spark else note})
         out.append({"name": f"python: {name}", "value": round(p_per * 1e6, 2), "unit": "µs/line", "goal": None,
                     "note": f"{note}, {p_per / base_py:.1f}x plain"})
-    return out
+    return out + fast_path_engines(spark, int(os.environ.get("BENCH_PARSER_FAST_LINES", "2000000")))

@@ -332,7 +332,8 @@ def test_no_pattern_the_parsers_run_repeats_a_backtracking_group(spark):
     patterns = set()
     for plan in (sparkparse.parse_column(df.select("value"), "value"),
                  sparkparse.parse_column(df.select("bytes"), "bytes"),
-                 good.unionByName(sparkparse.full_rules_of(fast, keep))):
+                 good.unionByName(sparkparse.full_rules_of(fast, keep)),
+                 sparkparse.fast_of(df.select("value"), "value", native=False)):  # without the jar
         patterns |= plan_patterns(plan)
     assert {sparkparse.COMBINED_FULL, sparkparse.FAST_COMBINED, sparkparse.CSV_WELL_FORMED} <= patterns
     python = {v.pattern for v in vars(logformat).values() if isinstance(v, re.Pattern)}
@@ -387,3 +388,59 @@ def test_hostile_lines_parse_or_are_quarantined_like_the_python_parser(spark, li
             assert rows[i]["raw_length"] == len(line)
             assert rows[i]["raw"] == (line if len(line) <= logformat.MAX_LINE_LENGTH
                                       else line[:schemas.QUARANTINE_RAW_PREFIX])
+
+
+def _typical_lines(count: int, seed: int) -> list[str]:
+    import random
+
+    rnd = random.Random(seed)
+    lines = []
+    for i in range(count):
+        ev = logformat.Event(
+            dt.datetime(2025, 5, 30, 18, 52, 47, tzinfo=dt.UTC) + dt.timedelta(seconds=i * 97),
+            rnd.choice([f"10.0.{i % 7}.{i % 250}", "2001:db8::1"]), rnd.choice(["GET", "POST", "M-SEARCH"]),
+            rnd.choice(["/", f"/resource/{i}", "/a-b_c.d/%20"]), rnd.choice([None, "a=1&b=2", "", "x=?/"]),
+            rnd.choice(["HTTP/1.1", "HTTP/2", "HTTP/1.0"]), rnd.choice([200, 404, 500, 503, 101]),
+            rnd.choice([None, 0, 1234, 10**17]), rnd.choice([None, "https://ex.com/?q=x"]),
+            rnd.choice([None, "Mozilla/5.0 (X11; Linux)", "curl/8"]))
+        lines.append(logformat.format_combined(ev))
+    return lines
+
+
+def _mutations(lines: list[str], count: int, seed: int) -> list[str]:
+    """Lines one to three characters away from ``lines`` (deleted, inserted or replaced),
+    with the characters the fast path's grammar turns on."""
+    import random
+
+    rnd = random.Random(seed)
+    alphabet = ' "\\?[]-/:.+_0159AZaz\n\u0001\u00e9\u2028'
+    out = []
+    for _ in range(count):
+        line = rnd.choice(lines)
+        for _ in range(rnd.randint(1, 3)):
+            at, ch = rnd.randrange(len(line) + 1), rnd.choice(alphabet)
+            line = [line[:at] + ch + line[at:], line[:at] + line[at + 1:], line[:at] + ch + line[at + 1:]][rnd.randrange(3)]
+        out.append(line)
+    return out
+
+
+def test_the_java_scanner_parses_like_the_fast_paths_regular_expression(spark):
+    """``chaussettes.jvm``'s FastCombined (the jar ``make`` builds) gives, row for row and
+    column for column, what FAST_COMBINED's regular expression gives: on the corpus, on
+    typical lines and on thousands of lines a few characters away from them."""
+    from chaussettes import jvm
+
+    assert jvm.available(spark, jvm.FAST_COMBINED), "the jar is not built, or not on the driver's class path"
+    auto = sparkparse.fast_of(spark.createDataFrame([("x",)], "value string"))._jdf.queryExecution().toString()
+    assert jvm.FAST_COMBINED in auto and "regexp_replace" not in auto  # what the detector runs
+    typical = _typical_lines(400, seed=3)
+    lines = corpus_lines() + typical + _mutations(typical + corpus_lines(), 6000, seed=5)
+    lines += [line + tail for line in typical[:50] for tail in (" extra", " \"x\"", "\n", " 1")]
+    df = spark.createDataFrame([(i, x) for i, x in enumerate(lines)], "n long, value string")
+    java = {r["n"]: r.asDict() for r in sparkparse.fast_of(df, native=True).collect()}
+    regex = {r["n"]: r.asDict() for r in sparkparse.fast_of(df, native=False).collect()}
+    assert sorted(java) == sorted(regex) == list(range(len(lines)))
+    differ = [f"{lines[n][:160]!r}: java {java[n]} regex {regex[n]}" for n in regex if java[n] != regex[n]]
+    assert not differ, "\n".join(differ[:10])
+    taken = sum(r["__fast_ok"] for r in regex.values())
+    assert 1000 < taken < len(lines) - 1000  # both outcomes, many times

@@ -4,6 +4,7 @@
     chaussettes stack status                 health of each component
     chaussettes stack down                   stop everything it started
     chaussettes dist [--out DIR]             build the --py-files zip
+    chaussettes jvm                          build the jar of the Java functions (needs a JDK)
     chaussettes settings                     print the settings in force
 """
 
@@ -27,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="components to act on (default: all)")
     dist = sub.add_parser("dist", help="build the zip shipped with spark-submit --py-files")
     dist.add_argument("--out", type=Path, default=None, help="output folder (default <home>/dist)")
+    sub.add_parser("jvm", help="build the jar of the platform's Java functions (javac, from a JDK)")
     sub.add_parser("settings", help="print the settings in force")
     return p
 
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             from chaussettes.dist import build_zip
 
             print(build_zip(args.out or settings.home / "dist"))
+        elif args.command == "jvm":
+            from chaussettes import jvm
+
+            print(jvm.build())
         else:
             for key, value in sorted(settings.as_env().items()):
                 if "PASSWORD" in key and value:

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Mapping
 
+from chaussettes import jvm
 from chaussettes.settings import Settings
 
 # The throughput collector: Spark's jobs here are batch-shaped (a micro-batch every 10 s
@@ -19,7 +20,9 @@ from chaussettes.settings import Settings
 # it on its command line (``submit_conf``, or the operator's conf): a session's own
 # config comes too late for the JVM it runs in.
 JVM_OPTIONS = "-XX:+UseParallelGC"
-JVM_CONF = {"spark.driver.extraJavaOptions": JVM_OPTIONS, "spark.executor.extraJavaOptions": JVM_OPTIONS}
+# and the platform's Java functions (``chaussettes.jvm``), when their jar is built
+JVM_CONF = {"spark.driver.extraJavaOptions": JVM_OPTIONS, "spark.executor.extraJavaOptions": JVM_OPTIONS,
+            **jvm.launch_conf()}
 
 COMMON_CONF = {
     **JVM_CONF,
