@@ -111,7 +111,7 @@ def fast_path_engines(spark, n: int) -> list[dict]:
     from pyspark.sql import functions as F
 
     if not jvm.available(spark, jvm.FAST_COMBINED):
-        return [{"name": "spark: fast path, Java scanner / regular expression", "value": float("nan"),
+        return [{"name": "spark: fast path, regular expression / Java scanner", "value": float("nan"),
                  "unit": "x", "goal": None, "note": "the jar is not built (python -m chaussettes jvm)"}]
     i = F.col("id")
     line = F.format_string('10.1.%d.%d - - [07/Dec/2026:10:%02d:%02d +0000] "GET /p/%d?q=%d HTTP/1.1" %d %d '

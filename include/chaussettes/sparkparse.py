@@ -23,8 +23,8 @@ Speed: a regular expression that captures several groups is evaluated once per l
 (``regexp_replace`` to a separator-joined string, then ``split``) rather than once per
 group; lines that contain the separator character fall back to one ``regexp_extract``
 per group. The fast path's expression (FAST_COMBINED, most lines) is evaluated by a Java
-scanner instead where the session has it (``chaussettes.jvm``): the same groups, several
-times cheaper.
+scanner instead where the session has it (``chaussettes.jvm``): the same groups, and the
+fast path in less than half the time (2.27 -> 1.04 µs per line, bench_parser).
 """
 
 from __future__ import annotations
