@@ -197,6 +197,49 @@ def test_a_range_that_ends_with_a_transaction_marker_is_read_without_waiting_for
     assert [v.as_py() for b in batches for v in b.column("value")] == [f"v{i}".encode() for i in range(5)]
 
 
+class _CountingConsumer:
+    """A consumer that notes the thread of each assignment (one per round of record-time probes)."""
+
+    def __init__(self, consumer):
+        self.consumer, self.assigned_by = consumer, []
+
+    def assign(self, partitions):
+        import threading
+
+        self.assigned_by.append(threading.current_thread().name)
+        return self.consumer.assign(partitions)
+
+    def __getattr__(self, name):
+        return getattr(self.consumer, name)
+
+
+def test_the_next_cut_of_a_backlog_is_probed_while_its_batch_runs(broker, new_topic):
+    # A capped batch of a backlog: the reader probes, in the background, the record times the
+    # next cut will ask for; that cut then asks the broker nothing, and is what a fresh reader
+    # cuts (the prefetch only warms a cache).
+    from chaussettes.spark_kafka.reader import KafkaStreamReader, ReadConfig
+    from pyspark.sql.streaming.datasource import ReadMaxRows
+
+    servers, topic = broker.bootstrap_servers, new_topic(2)
+    produce(servers, topic, 400, partitions=2)
+    cfg = ReadConfig.parse(read_opts(servers, topic, startingOffsets="earliest"), streaming=True)
+    reader = KafkaStreamReader(cfg)
+    try:
+        first = reader.latestOffset(reader.initialOffset(), ReadMaxRows(100))
+        client = reader.client  # once the prefetch is done
+        client._probe = probe = _CountingConsumer(client._probe)
+        second = reader.latestOffset(first, ReadMaxRows(100))
+        assert "MainThread" not in probe.assigned_by  # (the batch after next is being probed)
+        fresh = KafkaStreamReader(cfg)
+        try:
+            assert fresh.latestOffset(first, ReadMaxRows(100)) == second
+        finally:
+            fresh.stop()
+        assert 100 < sum(second[topic].values()) <= 200  # two batches of at most 100
+    finally:
+        reader.stop()
+
+
 def test_max_offsets_per_trigger_bounds_every_batch(kspark, broker, new_topic, tmp_path):
     servers, topic = broker.bootstrap_servers, new_topic(4)
     produce(servers, topic, 230)
