@@ -30,7 +30,7 @@ log = logging.getLogger("chaussettes.jvm")
 HERE = Path(__file__).resolve().parent
 SOURCES = sorted(HERE.glob("*.java"))
 FAST_COMBINED = "chaussettes_fast_combined"  # the SQL name of chaussettes.jvm.FastCombined
-_CLASSES = {FAST_COMBINED: "chaussettes.jvm.FastCombined"}
+_FUNCTIONS = {FAST_COMBINED: ("chaussettes.jvm.FastCombined", "array<string>")}  # class, return type
 
 
 def _digest() -> str:
@@ -100,11 +100,8 @@ def available(spark, name: str) -> bool:
     jar = jar_path()
     if str(jar) not in conf.get("spark.driver.extraClassPath", "").split(os.pathsep) or not jar.exists():
         return False
-    from pyspark.sql.types import ArrayType, StringType
-
-    types = {FAST_COMBINED: ArrayType(StringType())}
     try:
-        spark.udf.registerJavaFunction(name, _CLASSES[name], types[name])
+        spark.udf.registerJavaFunction(name, *_FUNCTIONS[name])
     except Exception as exc:  # noqa: BLE001 - the built-in expressions do the same work
         log.warning("the Java function %s is not available (%s): using Spark's built-in expressions",
                     name, str(exc).splitlines()[0][:300])

@@ -702,13 +702,13 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         probe round of 4 partitions: ~0.2 s, measured); with new records arriving, its
         starts still are. The cut itself is unchanged: only the cache is warmed. The next use
         of ``client`` waits for this thread."""
-        if sum(max(0, n - begin.get(tp, n)) for tp, n in available.items()) <= max_rows:
+        if sum(_lags(begin, available).values()) <= max_rows:
             return  # the next batch takes everything: no cut, nothing to probe
         client = self.client
 
         def warm() -> None:
             try:
-                balanced_cut(dict(begin), dict(available), max_rows, client.timestamps_at)
+                balanced_cut(begin, available, max_rows, client.timestamps_at)
             except Exception as exc:  # noqa: BLE001 - a cache only: the next cut probes by itself
                 log.info("probing ahead for the next batch's cut: %s", exc)
 
@@ -815,8 +815,8 @@ def balanced_cut(begin, end, max_rows: int, timestamps_at) -> dict:
     ends of its lag and then at its cut, ``CUT_ROUNDS`` times; between probes its offsets
     are taken as growing linearly with time. Without usable record times (none, or all
     equal), the cap is shared in proportion to the lags."""
-    lags = {tp: end[tp] - begin.get(tp, end[tp]) for tp in end}
-    if sum(max(0, n) for n in lags.values()) <= max_rows:
+    lags = _lags(begin, end)
+    if sum(lags.values()) <= max_rows:
         return end
     lagging = [tp for tp, n in lags.items() if n > 0]
     firsts = timestamps_at({tp: begin[tp] for tp in lagging})
@@ -877,10 +877,15 @@ def _time_for(points: dict, begin: dict, max_rows: int) -> float:
     return lo
 
 
+def _lags(begin, end) -> dict:
+    """Records from ``begin`` to ``end`` per partition. A partition reset to its start (see
+    _beyond_end) moves back: no lag."""
+    return {tp: max(0, end[tp] - begin.get(tp, end[tp])) for tp in end}
+
+
 def _rate_limit(begin, end, max_rows: int) -> dict:
     """Cap the total offsets of a batch at max_rows, shared in proportion to each lag."""
-    # A partition reset to its start (see _beyond_end) moves back: no lag to share.
-    lags = {tp: max(0, end[tp] - begin.get(tp, end[tp])) for tp in end}
+    lags = _lags(begin, end)
     total = sum(lags.values())
     if total <= max_rows:
         return end
