@@ -74,7 +74,7 @@ class _Sampler:
         def run():
             while not self._done.wait(0.2):
                 if root == os.getpid():
-                    self.samples.append((time.time(), procs.tree_cpu_seconds(root), _jvm_cpu_seconds(root)))
+                    self.samples.append((time.time(), procs.tree_cpu_seconds(root), *_jvm_and_broker_cpu_seconds(root)))
                 else:
                     driver, workers = _rss_split(root)
                     self.peak_driver, self.peak_workers = max(self.peak_driver, driver), \
@@ -87,21 +87,31 @@ class _Sampler:
         self._done.set()
         self._thread.join()
 
-    def at(self, t: float, jvm: bool = False) -> float:
-        """CPU seconds used by ``t`` (by the JVM alone when ``jvm``)."""
-        return max((c[2] if jvm else c[1] for c in self.samples if c[0] <= t), default=0.0)
+    def at(self, t: float, part: str = "all") -> float:
+        """CPU seconds used by ``t``: by every process, or by the JVM or the broker alone."""
+        column = {"all": 1, "jvm": 2, "broker": 3}[part]
+        return max((c[column] for c in self.samples if c[0] <= t), default=0.0)
 
 
-def _jvm_cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system) of the JVMs among ``root``'s descendants."""
+def _jvm_and_broker_cpu_seconds(root: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of the JVMs and of the broker among ``root``'s descendants
+    (the local broker is the benchmark's child: its work is not the detector's)."""
     from chaussettes import procs
+    from chaussettes.broker import broker_binary
 
-    ticks = 0
+    broker = os.path.realpath(broker_binary())
+    ticks = {"jvm": 0, "broker": 0}
     for pid in procs.descendants(root):
-        fields = procs.stat_fields(pid) if _is_java(pid) else None
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        part = "jvm" if exe.endswith("java") else "broker" if exe == broker else None
+        fields = procs.stat_fields(pid) if part else None
         if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+            ticks[part] += int(fields[11]) + int(fields[12])
+    hz = os.sysconf("SC_CLK_TCK")
+    return ticks["jvm"] / hz, ticks["broker"] / hz
 
 
 def _is_java(pid: int) -> bool:
@@ -201,8 +211,7 @@ def throughput(ctx) -> list[dict]:
     steady_rows = sum(h["rows"] for h in hist[1:])
     steady = steady_rows / max(done_at - hist[0]["ended_at"], 1e-6)
     ingest_only = steady_rows / max(hist[-1]["ended_at"] - hist[0]["ended_at"], 1e-6)
-    used = cpu.at(done_at) - cpu.at(hist[0]["ended_at"])
-    jvm = cpu.at(done_at, jvm=True) - cpu.at(hist[0]["ended_at"], jvm=True)
+    used, jvm, broker = (cpu.at(done_at, part) - cpu.at(hist[0]["ended_at"], part) for part in ("all", "jvm", "broker"))
     # the ingest query between two of its batches: the next batch's offsets and cut, its planning
     gaps = [(h2["ended_at"] - h2["duration_s"]) - h1["ended_at"] for h1, h2 in itertools.pairwise(hist)]
     doc = json.loads(settings.detector_status_path.read_text())
@@ -219,8 +228,9 @@ def throughput(ctx) -> list[dict]:
            {"name": "detector CPU per event", "value": round(used / steady_rows * 1e6, 2),
             "unit": "us/event", "goal": None,
             "note": f"steady state, every process of the run ({used:.1f} CPU-s over {done_at - hist[0]['ended_at']:.1f} s); "
-                    f"of which the JVM {jvm / steady_rows * 1e6:.2f} us/event, Spark's Python workers and the driver's "
-                    f"Python {(used - jvm) / steady_rows * 1e6:.2f}"}]
+                    f"of which the JVM {jvm / steady_rows * 1e6:.2f} us/event, the local broker "
+                    f"{broker / steady_rows * 1e6:.2f}, Spark's Python workers and the driver's Python "
+                    f"{(used - jvm - broker) / steady_rows * 1e6:.2f}"}]
     if raw:
         out.append({"name": "detector throughput / raw consume", "value": round(steady / raw, 3), "unit": "ratio",
                     "goal": None, "note": f"raw consume {raw:,.0f} msgs/s in the same run"})

@@ -424,23 +424,55 @@ def _mutations(lines: list[str], count: int, seed: int) -> list[str]:
     return out
 
 
+def _whole_parse(df, native: bool) -> dict:
+    """Row number -> (the fast path took it, the parse as the detector's steps see it:
+    event columns and reason, and the line only for a refused one)."""
+    fast = sparkparse.fast_of(df, native=native)
+    good, keep = sparkparse.good_of(fast)
+    rows = good.unionByName(sparkparse.full_rules_of(fast, keep)).collect()
+    taken = {r["n"] for r in fast.where("__fast_ok").select("n").collect()}
+    return {r["n"]: (r["n"] in taken, {**{c: r[c] for c in schemas.EVENT_COLUMNS}, "reason": r["reason"],
+                                       "raw": r["raw"] if r["reason"] else None}) for r in rows}
+
+
 def test_the_java_scanner_parses_like_the_fast_paths_regular_expression(spark):
-    """``chaussettes.jvm``'s FastCombined (the jar ``make`` builds) gives, row for row and
-    column for column, what FAST_COMBINED's regular expression gives: on the corpus, on
-    typical lines and on thousands of lines a few characters away from them."""
+    """``chaussettes.jvm``'s FastCombined (the jar ``make`` builds) reads lines as the
+    regular expression's fast path does: the same events and refusals, row for row and
+    column for column, on the corpus, on typical lines, on thousands of lines a few
+    characters away from them and on bytes that are not UTF-8. It takes every line the
+    expression takes but those with a blank at either end (the full rules trim them) and
+    those of more bytes than the limit has characters (the full rules count them)."""
     from chaussettes import jvm
 
     assert jvm.available(spark, jvm.FAST_COMBINED), "the jar is not built, or not on the driver's class path"
+    assert spark._jvm.chaussettes.jvm.FastCombined.maxLineBytes() == logformat.MAX_LINE_LENGTH
     auto = sparkparse.fast_of(spark.createDataFrame([("x",)], "value string"))._jdf.queryExecution().toString()
     assert jvm.FAST_COMBINED in auto and "regexp_replace" not in auto  # what the detector runs
     typical = _typical_lines(400, seed=3)
     lines = corpus_lines() + typical + _mutations(typical + corpus_lines(), 6000, seed=5)
-    lines += [line + tail for line in typical[:50] for tail in (" extra", " \"x\"", "\n", " 1")]
-    df = spark.createDataFrame([(i, x) for i, x in enumerate(lines)], "n long, value string")
-    java = {r["n"]: r.asDict() for r in sparkparse.fast_of(df, native=True).collect()}
-    regex = {r["n"]: r.asDict() for r in sparkparse.fast_of(df, native=False).collect()}
-    assert sorted(java) == sorted(regex) == list(range(len(lines)))
-    differ = [f"{lines[n][:160]!r}: java {java[n]} regex {regex[n]}" for n in regex if java[n] != regex[n]]
+    lines += [line + tail for line in typical[:50] for tail in (" extra", " \"x\"", " 1", *logformat.TRIM)]
+    lines += [blank + line for line in typical[50:60] for blank in logformat.TRIM]
+    lines += [typical[0][:-1] + "é" * (logformat.MAX_LINE_LENGTH - len(typical[0])) + '"']  # 16K chars, more bytes
+    encoded = [x.encode() for x in lines]
+    # not UTF-8 (a lone continuation byte, overlong forms, surrogates, past U+10FFFF, cut
+    # sequences) and the first well-formed sequences of each kind, in the user agent
+    agent = typical[1].encode().rindex(b'"')
+    for seq in (b"\x80", b"\xc0\xaf", b"\xc1\xbf", b"\xc2\x80", b"\xdf\xbf", b"\xe0\x9f\xbf", b"\xe0\xa0\x80",
+                b"\xed\x9f\xbf", b"\xed\xa0\x80", b"\xee\x80\x80", b"\xf0\x8f\xbf\xbf", b"\xf0\x90\x80\x80",
+                b"\xf4\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xff", b"\xe2\x82", b"\xf0\x9f\x98"):
+        encoded.append(typical[1].encode()[:agent] + seq + typical[1].encode()[agent:])
+        encoded.append(typical[1].encode() + b" " + seq)  # at the very end
+    df = spark.createDataFrame(list(enumerate(encoded)), "n long, value binary")
+    java, regex = _whole_parse(df, native=True), _whole_parse(df, native=False)
+    assert sorted(java) == sorted(regex) == list(range(len(encoded)))
+    differ = [f"{encoded[n][:160]!r}: java {java[n][1]} regex {regex[n][1]}" for n in regex if java[n][1] != regex[n][1]]
     assert not differ, "\n".join(differ[:10])
-    taken = sum(r["__fast_ok"] for r in regex.values())
-    assert 1000 < taken < len(lines) - 1000  # both outcomes, many times
+    only_regex = [n for n in regex if regex[n][0] and not java[n][0]]
+    blank = [c.encode() for c in logformat.TRIM]
+    assert [n for n in only_regex if encoded[n][:1] not in blank and encoded[n][-1:] not in blank
+            and len(encoded[n]) <= logformat.MAX_LINE_LENGTH] == []
+    assert len(only_regex) >= 60 * len(logformat.TRIM) + 1
+    assert not [n for n in java if java[n][0] and not regex[n][0]]
+    taken = sum(t for t, _ in regex.values())
+    assert 1000 < taken < len(encoded) - 1000  # both outcomes, many times
+    assert sum(1 for _, r in java.values() if r["reason"] == "not_utf8") >= 13

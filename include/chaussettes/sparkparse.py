@@ -378,19 +378,24 @@ _FAST_VALID = """
                   WHEN __mo IN (4, 6, 9, 11) THEN 30 ELSE 31 END"""
 
 
-def _prepare(df, value_col: str):
+def _prepare(df, value_col: str, only=None):
     """raw, __utf8, __long_length (the length in characters of a line over the limit, else
-    null), __line (trimmed; null when over the limit)."""
+    null), __line (trimmed; null when over the limit). ``only``: a condition; the columns
+    are null where it is false (lines the Java scanner took need none of them)."""
     F = _F()
     dtype = dict(df.dtypes)[value_col]
     value = F.col(value_col)
+
+    def where(col):
+        return col if only is None else F.when(only, col)
+
     if dtype == "binary":
-        df = df.select("*", value.cast("string").alias("__text"))
-        df = df.select("*", F.is_valid_utf8(F.col("__text")).alias("__utf8"))
+        df = df.select("*", where(value.cast("string")).alias("__text"))
+        df = df.select("*", where(F.is_valid_utf8(F.col("__text"))).alias("__utf8"))
         raw = F.when(F.col("__utf8"), F.col("__text")).otherwise(F.make_valid_utf8(F.col("__text")))
         out = df.select(*[c for c in df.columns if c not in ("__text", "__utf8")], raw.alias("raw"), "__utf8")
     else:
-        out = df.select("*", value.cast("string").alias("raw"), F.lit(True).alias("__utf8"))
+        out = df.select("*", where(value).cast("string").alias("raw"), where(F.lit(True)).alias("__utf8"))
     raw = F.col("raw")
     # Both checks are the costly part of preparing a line when written plainly (profiled):
     # length() counts characters and btrim() walks the trim set per character. A line's
@@ -411,29 +416,47 @@ def _prepare(df, value_col: str):
                       F.when(long, length).alias("__long_length"), F.when(~long, line).alias("__line"))
 
 
-def _fast(df, keep, native: bool | None = None):
+def _fast(df, value_col: str, keep, native: bool | None = None):
     """Rows the fast path parses: the event columns and ``__fast_ok`` (False: use the
-    full rules). ``native``: FAST_COMBINED's groups from the Java scanner
-    (``chaussettes.jvm``; None: when this session has it), else from one regex evaluation
-    per line: a line that does not match comes back from ``regexp_replace`` unchanged, so
-    its split has one element instead of 18."""
+    full rules), and ``_prepare``'s columns for the rows it leaves. ``native``:
+    FAST_COMBINED's groups from the Java scanner over the line's bytes (``chaussettes.jvm``;
+    None: when this session has it), else from one regex evaluation per prepared line: a
+    line that does not match comes back from ``regexp_replace`` unchanged, so its split has
+    one element instead of 18."""
     F = _F()
-    line = F.col("__line")
-    carried = [*keep, "raw", "__line", "__utf8", "__long_length"]
-    # contains() compares bytes; instr() would count characters along the line
-    candidate = F.col("__utf8") & F.col("__long_length").isNull() & ~line.startswith("{") & ~line.contains(SEP)
     if native is None:
         native = jvm.available(df.sparkSession, jvm.FAST_COMBINED)
+    # the input line under a name of its own (it may bear an event column's)
+    df = df.select(*[c for c in df.columns if c != value_col], F.col(value_col).alias("__value"))
     if native:
-        joined = F.call_function(jvm.FAST_COMBINED, line)
+        # the scanner checks what the prepared columns say of a line it takes: they are
+        # computed only for the lines the fast path leaves
+        value = F.col("__value")
+        scanned = F.call_function(jvm.FAST_COMBINED, value if dict(df.dtypes)["__value"] == "binary"
+                                  else value.cast("binary"))
+        out = _from_groups(df.select("*", scanned.alias("__g")))
+        out = _prepare(out, "__value", only=~F.col("__fast_ok"))
     else:
+        out = _prepare(df, "__value")
+        line = F.col("__line")
+        # contains() compares bytes; instr() would count characters along the line
+        candidate = F.col("__utf8") & F.col("__long_length").isNull() & ~line.startswith("{") & ~line.contains(SEP)
         joined = F.split(F.regexp_replace(line, FAST_COMBINED, SEP.join(f"${i}" for i in range(1, 19))), SEP, -1)
-    out = df.select(*carried, F.when(candidate, joined).alias("__g0"))
-    g0 = F.col("__g0")
-    out = out.select(*carried, F.when(F.size(g0) == _FAST_GROUPS, g0).alias("__g"))
+        out = out.select("*", F.when(candidate, joined).alias("__g0"))
+        out = _from_groups(out.select(*out.columns[:-1],
+                                      F.when(F.size("__g0") == _FAST_GROUPS, F.col("__g0")).alias("__g")))
+    return out.select(*[F.col("__value").alias(c) if c == value_col else c for c in keep],
+                      "raw", "__line", "__utf8", "__long_length", "__fast_ok", *schemas.EVENT_COLUMNS)
+
+
+def _from_groups(df):
+    """``df`` with ``__fast_ok`` and the event columns from ``__g``, FAST_COMBINED's 18
+    groups (or null)."""
+    F = _F()
+    carried = [c for c in df.columns if c != "__g"]
     g = F.col("__g")
     ints = {"__d": g[1], "__y": g[3], "__hh": g[4], "__mi": g[5], "__ss": g[6], "__oh": g[8], "__om": g[9]}
-    out = out.select(
+    out = df.select(
         *carried, "__g", *[v.cast("int").alias(k) for k, v in ints.items()],
         F.expr(f"(instr('{_MONTH_NAMES}', __g[2]) + 2) div 3").alias("__mo"),
         F.when(g[7] == "-", F.lit(-1)).otherwise(F.lit(1)).alias("__sign"),
@@ -444,7 +467,7 @@ def _fast(df, keep, native: bool | None = None):
     q = g[12]
     bytes_text = g[15]
     return out.select(
-        *keep, "raw", "__line", "__utf8", "__long_length", ok.alias("__fast_ok"),
+        *carried, ok.alias("__fast_ok"),
         F.when(ok, F.timestamp_seconds(F.expr(_FAST_SECONDS).cast("long"))).alias("event_time"),
         g[0].alias("ip"), g[10].alias("method"), g[11].alias("url"),
         F.when(q != "", F.expr("substring(__g[12], 2)")).alias("query"), g[13].alias("protocol"),
@@ -501,7 +524,7 @@ def parse_column(df, value_col: str = "value"):
     joined by a union: give it a cached DataFrame so that the input is read once, or use
     ``fast_parts`` and cache its ``fast`` (the detector and the calibration do)."""
     keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "raw_length", "reason")]
-    fast = _fast(_prepare(df, value_col), keep)
+    fast = _fast(df, value_col, keep)
     return _fast_events(fast, keep).unionByName(full_rules_of(fast, keep))
 
 
@@ -527,7 +550,7 @@ def fast_of(df, value_col: str = "value", refuse=None, native: bool | None = Non
     F = _F()
     # the input line itself is not carried (``raw`` has its text): the cache stays small
     keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "raw_length", "reason", value_col)]
-    fast = _fast(_prepare(df, value_col), keep, native)
+    fast = _fast(df, value_col, keep, native)
     if refuse is not None:
         fast = fast.withColumn("__fast_ok", F.col("__fast_ok") & ~F.coalesce(refuse, F.lit(False)))
     # the line's text is only needed by the rows the fast path refused (full rules,
