@@ -59,14 +59,12 @@ def _steps_note(history) -> str:
 
 
 class _Sampler:
-    """Every 0.2 s: CPU seconds of this process's tree (and of its JVM alone), or the peak
+    """Every 0.2 s: CPU seconds of this process's tree (all, its JVMs, the broker), or the peak
     RSS of a process tree split into the driver (the JVM and the Python driver) and the rest
     (Python workers)."""
 
     def __init__(self, root: int | None = None):
-        from chaussettes import procs
-
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, float, float, float]] = []  # (time, all, jvm, broker)
         self.peak_driver = self.peak_workers = 0
         self._done = threading.Event()
         root = root or os.getpid()
@@ -74,7 +72,7 @@ class _Sampler:
         def run():
             while not self._done.wait(0.2):
                 if root == os.getpid():
-                    self.samples.append((time.time(), procs.tree_cpu_seconds(root), *_jvm_and_broker_cpu_seconds(root)))
+                    self.samples.append((time.time(), *_cpu_seconds_by_part(root)))
                 else:
                     driver, workers = _rss_split(root)
                     self.peak_driver, self.peak_workers = max(self.peak_driver, driver), \
@@ -93,25 +91,27 @@ class _Sampler:
         return max((c[column] for c in self.samples if c[0] <= t), default=0.0)
 
 
-def _jvm_and_broker_cpu_seconds(root: int) -> tuple[float, float]:
-    """CPU seconds (user + system) of the JVMs and of the broker among ``root``'s descendants
-    (the local broker is the benchmark's child: its work is not the detector's)."""
+def _cpu_seconds_by_part(root: int) -> tuple[float, float, float]:
+    """CPU seconds (user + system) of ``root`` and its descendants: all of them, the JVMs,
+    the broker (the local broker is the benchmark's child: its work is not the detector's);
+    one walk of /proc (the sampler's own cost counts in the Python part)."""
     from chaussettes import procs
     from chaussettes.broker import broker_binary
 
     broker = os.path.realpath(broker_binary())
-    ticks = {"jvm": 0, "broker": 0}
-    for pid in procs.descendants(root):
+    parts = {"all": 0.0, "jvm": 0.0, "broker": 0.0}
+    for pid, fields in procs.tree_stats(root).items():
+        used = procs.cpu_seconds(fields)
+        parts["all"] += used
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
             continue
-        part = "jvm" if exe.endswith("java") else "broker" if exe == broker else None
-        fields = procs.stat_fields(pid) if part else None
-        if fields is not None:
-            ticks[part] += int(fields[11]) + int(fields[12])
-    hz = os.sysconf("SC_CLK_TCK")
-    return ticks["jvm"] / hz, ticks["broker"] / hz
+        if exe.endswith("java"):
+            parts["jvm"] += used
+        elif exe == broker:
+            parts["broker"] += used
+    return parts["all"], parts["jvm"], parts["broker"]
 
 
 def _is_java(pid: int) -> bool:

@@ -424,10 +424,10 @@ def _mutations(lines: list[str], count: int, seed: int) -> list[str]:
     return out
 
 
-def _whole_parse(df, native: bool) -> dict:
+def _whole_parse(df, native: bool, refuse=None) -> dict:
     """Row number -> (the fast path took it, the parse as the detector's steps see it:
     event columns and reason, and the line only for a refused one)."""
-    fast = sparkparse.fast_of(df, native=native)
+    fast = sparkparse.fast_of(df, native=native, refuse=refuse)
     good, keep = sparkparse.good_of(fast)
     rows = good.unionByName(sparkparse.full_rules_of(fast, keep)).collect()
     taken = {r["n"] for r in fast.where("__fast_ok").select("n").collect()}
@@ -476,3 +476,11 @@ def test_the_java_scanner_parses_like_the_fast_paths_regular_expression(spark):
     taken = sum(t for t, _ in regex.values())
     assert 1000 < taken < len(encoded) - 1000  # both outcomes, many times
     assert sum(1 for _, r in java.values() if r["reason"] == "not_utf8") >= 13
+    # lines the fast path parses but is told to leave (the detector's future_time): the
+    # full rules get them whole
+    from pyspark.sql import functions as F
+
+    status = F.col("status") == 503
+    java, regex = _whole_parse(df, native=True, refuse=status), _whole_parse(df, native=False, refuse=status)
+    assert {n: r for n, (_, r) in java.items()} == {n: r for n, (_, r) in regex.items()}
+    assert sum(r["status"] == 503 for t, r in java.values() if not t) > 100

@@ -190,19 +190,29 @@ def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
     return sorted(found)
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system) used so far by ``root`` and its live descendants."""
+def tree_stats(root: int) -> dict[int, list[str]]:
+    """``stat_fields`` of ``root`` and of its live descendants, from one walk of /proc."""
     stats = dict(_all_stats())
     children: dict[int, list[int]] = {}
     for pid, fields in stats.items():
         children.setdefault(int(fields[1]), []).append(pid)
-    ticks, todo = 0, [root]
+    out, todo = {}, [root]
     while todo:
         pid = todo.pop()
         if pid in stats:
-            ticks += int(stats[pid][11]) + int(stats[pid][12])
+            out[pid] = stats[pid]
         todo += children.get(pid, [])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def cpu_seconds(fields: list[str]) -> float:
+    """CPU seconds (user + system) of a process, from its ``stat_fields``."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and its live descendants."""
+    return sum(cpu_seconds(fields) for fields in tree_stats(root).values())
 
 
 def stop_group(pgid: int, timeout_s: float = 15.0) -> bool:

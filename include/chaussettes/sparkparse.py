@@ -416,9 +416,10 @@ def _prepare(df, value_col: str, only=None):
                       F.when(long, length).alias("__long_length"), F.when(~long, line).alias("__line"))
 
 
-def _fast(df, value_col: str, keep, native: bool | None = None):
+def _fast(df, value_col: str, keep, native: bool | None = None, refuse=None):
     """Rows the fast path parses: the event columns and ``__fast_ok`` (False: use the
-    full rules), and ``_prepare``'s columns for the rows it leaves. ``native``:
+    full rules), and ``_prepare``'s columns for the rows it leaves (``refuse``: see
+    ``fast_of``). ``native``:
     FAST_COMBINED's groups from the Java scanner over the line's bytes (``chaussettes.jvm``;
     None: when this session has it), else from one regex evaluation per prepared line: a
     line that does not match comes back from ``regexp_replace`` unchanged, so its split has
@@ -434,7 +435,7 @@ def _fast(df, value_col: str, keep, native: bool | None = None):
         value = F.col("__value")
         scanned = F.call_function(jvm.FAST_COMBINED, value if dict(df.dtypes)["__value"] == "binary"
                                   else value.cast("binary"))
-        out = _from_groups(df.select("*", scanned.alias("__g")))
+        out = _refused(_from_groups(df.select("*", scanned.alias("__g"))), refuse)
         out = _prepare(out, "__value", only=~F.col("__fast_ok"))
     else:
         out = _prepare(df, "__value")
@@ -443,10 +444,19 @@ def _fast(df, value_col: str, keep, native: bool | None = None):
         candidate = F.col("__utf8") & F.col("__long_length").isNull() & ~line.startswith("{") & ~line.contains(SEP)
         joined = F.split(F.regexp_replace(line, FAST_COMBINED, SEP.join(f"${i}" for i in range(1, 19))), SEP, -1)
         out = out.select("*", F.when(candidate, joined).alias("__g0"))
-        out = _from_groups(out.select(*out.columns[:-1],
-                                      F.when(F.size("__g0") == _FAST_GROUPS, F.col("__g0")).alias("__g")))
+        out = _refused(_from_groups(out.select(*out.columns[:-1],
+                                               F.when(F.size("__g0") == _FAST_GROUPS, F.col("__g0")).alias("__g"))),
+                       refuse)
     return out.select(*[F.col("__value").alias(c) if c == value_col else c for c in keep],
                       "raw", "__line", "__utf8", "__long_length", "__fast_ok", *schemas.EVENT_COLUMNS)
+
+
+def _refused(df, refuse):
+    """``__fast_ok`` false where ``refuse`` holds (None: nowhere)."""
+    F = _F()
+    if refuse is None:
+        return df
+    return df.withColumn("__fast_ok", F.col("__fast_ok") & ~F.coalesce(refuse, F.lit(False)))
 
 
 def _from_groups(df):
@@ -550,9 +560,7 @@ def fast_of(df, value_col: str = "value", refuse=None, native: bool | None = Non
     F = _F()
     # the input line itself is not carried (``raw`` has its text): the cache stays small
     keep = [c for c in df.columns if c not in schemas.EVENT_COLUMNS and c not in ("raw", "raw_length", "reason", value_col)]
-    fast = _fast(df, value_col, keep, native)
-    if refuse is not None:
-        fast = fast.withColumn("__fast_ok", F.col("__fast_ok") & ~F.coalesce(refuse, F.lit(False)))
+    fast = _fast(df, value_col, keep, native, refuse)
     # the line's text is only needed by the rows the fast path refused (full rules,
     # quarantine): nulled for the others, the cached batch is much smaller
     ok = F.col("__fast_ok")
