@@ -190,6 +190,11 @@ def test_bad_lines_quarantined_with_exact_count(scenario, run_a):
     assert files and all("date=2026-01-01" in str(f) and "hour=00" in str(f) for f in files)
     archived = sum(len(pd.read_parquet(f)) for f in files)
     assert archived == status["events_total"]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # event times as Parquet's INT64 microseconds in UTC (not the legacy INT96)
+    assert {pq.read_schema(f).field("event_time").type for f in files} == {pa.timestamp("us", tz="UTC")}
 
 
 def test_kill_9_then_restart_publishes_the_same_events_once(scenario, run_a):

@@ -55,7 +55,9 @@ log = logging.getLogger("chaussettes.detector")
 # the compressibility statistics alone were a tenth of the detector's CPU). Adaptive
 # execution re-plans between stages: a cost with a batch's tiny shuffles, no gain (and the
 # channel's publishing tasks must be the same on a replay). zstd: a smaller archive, and
-# cheaper to write here than snappy. The state store: RocksDB (it ships in the pyspark
+# cheaper to write here than snappy. Event times as Parquet's INT64 microseconds, not the
+# legacy INT96 (Spark's default): the archive's write 8% faster (1M events, best of 6),
+# and what Spark, DuckDB and pyarrow read natively. The state store: RocksDB (it ships in the pyspark
 # wheel) with changelog checkpointing (a batch writes what changed, not a snapshot) and a
 # bounded memory (block cache and write buffers share one budget per executor): 64 MB, since
 # a budget is filled by many keys and not by few (the same 3M events with 1M client IPs vs 1k:
@@ -69,6 +71,7 @@ DETECTOR_SPARK_CONF = {
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
     "spark.sql.adaptive.enabled": "false",
     "spark.sql.parquet.compression.codec": "zstd",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.streaming.stateStore.providerClass":
         "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
