@@ -57,12 +57,13 @@ log = logging.getLogger("chaussettes.detector")
 # channel's publishing tasks must be the same on a replay). zstd: a smaller archive, and
 # cheaper to write here than snappy. Event times as Parquet's INT64 microseconds, not the
 # legacy INT96 (Spark's default): the archive's write 8% faster (1M events, best of 6),
-# and what Spark, DuckDB and pyarrow read natively. The state store: RocksDB (it ships in the pyspark
-# wheel) with changelog checkpointing (a batch writes what changed, not a snapshot) and a
-# bounded memory (block cache and write buffers share one budget per executor): 64 MB, since
-# a budget is filled by many keys and not by few (the same 3M events with 1M client IPs vs 1k:
-# the driver's peak +290 MB at 128 MB, +170 to +300 MB over eight runs at 64, no slower; 32
-# was no lower).
+# and what Spark, DuckDB and pyarrow read natively (an archive with files of both reads
+# alike). The state store: RocksDB (it ships in the pyspark wheel) with changelog
+# checkpointing (a batch writes what changed, not a snapshot) and a bounded memory (block
+# cache and write buffers share one budget per executor): 64 MB, since a budget is filled
+# by many keys and not by few (the same 3M events with 1M client IPs vs 1k: the driver's
+# peak +290 MB at 128 MB, +170 to +300 MB over eight runs at 64, no slower; 32 was no
+# lower).
 DETECTOR_SPARK_CONF = {
     # the stateful query runs a batch without new input when the watermark moved: its
     # event-time timers (incidents to resolve, buckets to free) fire then, not a batch later
