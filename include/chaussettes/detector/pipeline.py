@@ -181,7 +181,7 @@ class Detector:
     def start_ingest(self):
         lines = sparkparse.fast_of(read_source(self.spark, self.settings, self.cfg), "value",
                                    refuse=ingest_mod.future())
-        writer = lines.writeStream.queryName("chaussettes_ingest").foreachBatch(self.ingest) \
+        writer = lines.writeStream.queryName("chaussettes_ingest").foreachBatch(stoppable(self.ingest, self.stopped)) \
             .option("checkpointLocation", str(self.checkpoint / "ingest" / "spark"))
         seconds = trigger_seconds(self.cfg.trigger)
         writer = writer.trigger(availableNow=True) if seconds is None else \
@@ -209,7 +209,7 @@ class Detector:
             .withWatermark("timestamp", f"{channel.STAMP_SLACK_S} seconds")
         out = groups.groupBy("kind", "shard").transformWithStateInPandas(
             WindowStateProcessor(), OUTPUT_SCHEMA, "Append", "EventTime")
-        writer = out.writeStream.queryName("chaussettes_incidents").foreachBatch(self.sink) \
+        writer = out.writeStream.queryName("chaussettes_incidents").foreachBatch(stoppable(self.sink, self.stopped)) \
             .option("checkpointLocation", str(self.checkpoint / "state" / "spark"))
         writer = writer.trigger(availableNow=True) if self.available_now else \
             writer.trigger(processingTime=STATEFUL_TRIGGER)
@@ -265,6 +265,34 @@ class Detector:
                 q.stop()
             except Exception as exc:  # noqa: BLE001
                 log.debug("stopping %s: %s", q.name, exc)
+
+
+class BatchStopped(RuntimeError):
+    """A micro-batch interrupted by the detector's stop (it is not committed: redone on restart)."""
+
+
+def stoppable(batch_fn, stopping: threading.Event):
+    """``batch_fn`` for ``foreachBatch``, failing in a few words once the detector stops.
+
+    ``stop`` interrupts the running batch: its Spark call fails, and Spark (4.2) tells a stop
+    from a failure by matching the Python error's text against a regular expression
+    (``StreamExecution.PROXY_ERROR``: ``...while calling((.|\\r\\n|\\r|\\n)*)(java.lang.
+    InterruptedException|...)``) that recurses once per character. That text carries the
+    whole Java stack trace: the query's thread overflowed its stack and died with a
+    StackOverflowError (a thousand-line trace in the log at every stop) instead of stopping.
+    Here an error raised after the stop began becomes one short line in the words that
+    expression looks for; before it, every error goes out as it is."""
+
+    def call(df, batch_id: int) -> None:
+        try:
+            batch_fn(df, batch_id)
+        except Exception as exc:
+            if not stopping.is_set():
+                raise
+            raise BatchStopped(f"py4j.protocol.Py4JJavaError: An error occurred while calling batch {batch_id}\n"
+                               f": java.lang.InterruptedException: the detector stopped ({type(exc).__name__})") from None
+
+    return call
 
 
 def run_in_thread(detector: Detector) -> tuple[threading.Thread, list[BaseException]]:
