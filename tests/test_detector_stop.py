@@ -51,9 +51,8 @@ def test_a_stop_during_a_batchs_spark_job_stops_the_query_cleanly(spark):
     try:
         assert running.wait(120), "no batch started"
         time.sleep(1)  # the job is running
-        stopping.set()
-        query.stop()
     finally:
+        stopping.set()
         query.stop()
     # without stoppable: the thread dies in Spark's check, the status stays "Processing new data"
     assert query.status["message"] == "Stopped"

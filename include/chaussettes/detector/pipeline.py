@@ -172,6 +172,9 @@ class Detector:
         self.sink = IncidentSink(spark, settings, status, cfg.alerts_topic or settings.topic_alerts, self.recent)
         self.queries: list = []
         self.stopped = threading.Event()
+        # set before any of its queries is stopped (``stop``, or the other query ended): their
+        # interrupted batches then end as stops, not failures (``stoppable``)
+        self.halting = threading.Event()
         self._starting = threading.Lock()  # a stop while a query starts waits for it, then stops it
 
     @property
@@ -181,7 +184,7 @@ class Detector:
     def start_ingest(self):
         lines = sparkparse.fast_of(read_source(self.spark, self.settings, self.cfg), "value",
                                    refuse=ingest_mod.future())
-        writer = lines.writeStream.queryName("chaussettes_ingest").foreachBatch(stoppable(self.ingest, self.stopped)) \
+        writer = lines.writeStream.queryName("chaussettes_ingest").foreachBatch(stoppable(self.ingest, self.halting)) \
             .option("checkpointLocation", str(self.checkpoint / "ingest" / "spark"))
         seconds = trigger_seconds(self.cfg.trigger)
         writer = writer.trigger(availableNow=True) if seconds is None else \
@@ -209,7 +212,7 @@ class Detector:
             .withWatermark("timestamp", f"{channel.STAMP_SLACK_S} seconds")
         out = groups.groupBy("kind", "shard").transformWithStateInPandas(
             WindowStateProcessor(), OUTPUT_SCHEMA, "Append", "EventTime")
-        writer = out.writeStream.queryName("chaussettes_incidents").foreachBatch(stoppable(self.sink, self.stopped)) \
+        writer = out.writeStream.queryName("chaussettes_incidents").foreachBatch(stoppable(self.sink, self.halting)) \
             .option("checkpointLocation", str(self.checkpoint / "state" / "spark"))
         writer = writer.trigger(availableNow=True) if self.available_now else \
             writer.trigger(processingTime=STATEFUL_TRIGGER)
@@ -250,9 +253,7 @@ class Detector:
         self.start_ingest()
         self.start_stateful()
         self.spark.streams.awaitAnyTermination()
-        for q in self.queries:  # one ended (stopped or failed): the other goes too
-            if q.isActive:
-                q.stop()
+        self._stop_queries()  # one ended (stopped or failed): the other goes too
         for q in self.queries:
             if q.exception() is not None:
                 raise q.exception()
@@ -260,9 +261,14 @@ class Detector:
     def stop(self) -> None:
         with self._starting:
             self.stopped.set()
+        self._stop_queries()
+
+    def _stop_queries(self) -> None:
+        self.halting.set()
         for q in self.queries:
             try:
-                q.stop()
+                if q.isActive:
+                    q.stop()
             except Exception as exc:  # noqa: BLE001
                 log.debug("stopping %s: %s", q.name, exc)
 
@@ -280,7 +286,7 @@ def stoppable(batch_fn, stopping: threading.Event):
     InterruptedException|...)``) that recurses once per character. That text carries the
     whole Java stack trace: the query's thread overflowed its stack and died with a
     StackOverflowError (a thousand-line trace in the log at every stop) instead of stopping.
-    Here an error raised after the stop began becomes one short line in the words that
+    Here an error raised once ``stopping`` is set becomes one short line in the words that
     expression looks for; before it, every error goes out as it is."""
 
     def call(df, batch_id: int) -> None:
