@@ -48,7 +48,8 @@ test: $(STAMP) sysdeps jvm  ## run the whole test suite on real services
 
 QUICK_TESTS = tests/test_calibration_pure.py tests/test_keyed_windows.py tests/test_incidents.py \
 	tests/test_logformat.py tests/test_durations.py tests/test_thresholds.py tests/test_notify_tracker.py \
-	tests/test_incident_events.py tests/test_gate.py tests/test_state_processor.py
+	tests/test_incident_events.py tests/test_gate.py tests/test_state_processor.py \
+	tests/test_sparkworker.py
 
 quick: $(STAMP)  ## the pure tests (no broker, Spark or Airflow): seconds, for the edit loop
 	$(PY) -m pytest -q $(QUICK_TESTS)

@@ -60,3 +60,35 @@ def test_from_a_later_start_and_a_partition_without_lag():
     t0, t1 = (parts[tp][cut[tp] - 1] for tp in (("t", 0), ("t", 1)))
     assert abs(t0 - t1) <= 40
     assert bisect.bisect_right(parts[("t", 0)], t0) == cut[("t", 0)]
+
+
+def test_record_times_probed_on_the_broker_round_after_round(broker, new_topic):
+    """OffsetClient.timestamps_at against the broker: the record time at each offset asked,
+    exact, in rounds that reuse the same partitions (a partition it paused once answered
+    must read again in the next round, not wait out its timeout)."""
+    import random
+
+    from chaussettes.spark_kafka.reader import OffsetClient, ReadConfig
+    from confluent_kafka import Producer
+
+    topic, per_partition, t0 = new_topic(4), 5000, 1_767_225_600_000
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 50})
+    for i in range(per_partition):
+        for p in range(4):  # whole record batches of hundreds of records: a fetch returns many
+            producer.produce(topic, b"x" * 100, partition=p, timestamp=t0 + 7 * i + p)
+        if i % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    client = OffsetClient(ReadConfig.parse({"kafka.bootstrap.servers": broker.bootstrap_servers,
+                                            "subscribe": topic}, streaming=True))
+    try:
+        rnd = random.Random(3)
+        for _ in range(4):
+            wanted = {(topic, p): rnd.randrange(per_partition) for p in range(4)}
+            got = client.timestamps_at(wanted)
+            assert got == {(topic, p): t0 + 7 * off + p for (_, p), off in wanted.items()}
+        # past the end of a partition: unknown, and the other partitions still answer
+        got = client.timestamps_at({(topic, 0): per_partition, (topic, 1): 10})
+        assert got == {(topic, 0): None, (topic, 1): t0 + 70 + 1}
+    finally:
+        client.close()

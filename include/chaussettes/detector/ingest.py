@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaussettes import atomicfile, sparkparse, windows
+from chaussettes import atomicfile, sparkparse, sparkworker, windows
 from chaussettes.detector import channel, gate
 from chaussettes.detector import source as source_mod
 from chaussettes.detector.archive import hour_partition, write_partitioned
@@ -479,6 +479,7 @@ def _task_publisher(options: dict, sink_id: str, batch_id: int, base, length_s: 
 
         from chaussettes.spark_kafka.writer import WriteConfig, publish_once
 
+        sparkworker.settle()
         got = [b for b in batches if b.num_rows]
         table = pa.Table.from_batches(got) if got else None
         late = 0

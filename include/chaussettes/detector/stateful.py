@@ -39,6 +39,7 @@ from functools import lru_cache
 
 from pyspark.sql.streaming import StatefulProcessor
 
+from chaussettes import sparkworker
 from chaussettes.detector import channel
 from chaussettes.detector import keyed_windows as kw
 
@@ -151,6 +152,7 @@ class WindowStateProcessor(StatefulProcessor):
     """``transformWithStateInPandas`` processor, keyed by (kind, shard)."""
 
     def init(self, handle) -> None:
+        sparkworker.settle()
         self.handle = handle
         self.meta = handle.getValueState("meta", META_SCHEMA)
         self.buckets = handle.getMapState("buckets", "bucket long", "table binary")

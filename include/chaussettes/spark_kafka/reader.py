@@ -31,6 +31,7 @@ from pyspark.sql.streaming.datasource import (
     SupportsTriggerAvailableNow,
 )
 
+from chaussettes import sparkworker
 from chaussettes.spark_kafka import options as o
 from chaussettes.spark_kafka.options import KafkaSourceError
 
@@ -314,24 +315,41 @@ class OffsetClient:
                 self._probe = Consumer({**self.cfg.consumer_conf(), "max.partition.fetch.bytes": 65536,
                                         "fetch.wait.max.ms": 5,
                                         "queued.min.messages": 1})
-            self._probe.assign([TopicPartition(t, p, off) for (t, p), off in todo.items()])
-            deadline = time.monotonic() + self.cfg.timeout_s
-            while todo and time.monotonic() < deadline:
-                for msg in self._probe.consume(len(todo), 0.5):
-                    tp = (msg.topic(), msg.partition())
-                    if tp not in todo:
-                        continue
-                    if msg.error() is None and msg.offset() >= todo[tp]:
-                        kind, ts = msg.timestamp()
-                        out[tp] = ts if kind != 0 and ts > 0 else None
-                        self._times[(tp, todo.pop(tp))] = out[tp]
-                    elif msg.error() is not None and msg.error().code() == _PARTITION_EOF:
-                        out[tp] = None
-                        todo.pop(tp)
-            self._probe.unassign()
+            assigned = [TopicPartition(t, p, off) for (t, p), off in todo.items()]
+            self._probe.assign(assigned)
+            try:
+                self._probe_loop(todo, out)
+            finally:
+                self._probe.resume(assigned)  # a pause outlives unassign(): the next round would hang
+                self._probe.unassign()
             while len(self._times) > 4096:
                 self._times.pop(next(iter(self._times)))
         return {tp: out.get(tp) for tp in wanted}
+
+    def _probe_loop(self, todo: dict[tuple[str, int], int], out: dict) -> None:
+        """Read the first record at or after each offset asked, pausing each partition once
+        answered: a fetch returns whole record batches (thousands of records each), and the
+        records after the one asked, queued ahead of the other partitions', were each handed
+        to Python and skipped — ~60% of a probe round's CPU (1M records, 4 partitions:
+        158 -> 62 ms per round, 266 -> 63 ms of wall time)."""
+        from confluent_kafka import TopicPartition
+
+        deadline = time.monotonic() + self.cfg.timeout_s
+        while todo and time.monotonic() < deadline:
+            for msg in self._probe.consume(len(todo), 0.5):
+                tp = (msg.topic(), msg.partition())
+                if tp not in todo:
+                    continue
+                if msg.error() is None and msg.offset() >= todo[tp]:
+                    kind, ts = msg.timestamp()
+                    out[tp] = ts if kind != 0 and ts > 0 else None
+                    self._times[(tp, todo.pop(tp))] = out[tp]
+                elif msg.error() is not None and msg.error().code() == _PARTITION_EOF:
+                    out[tp] = None
+                    todo.pop(tp)
+                else:
+                    continue
+                self._probe.pause([TopicPartition(*tp)])
 
     def commit(self, end: dict[tuple[str, int], int]) -> None:
         from confluent_kafka import TopicPartition
@@ -605,6 +623,7 @@ class KafkaBatchReader(DataSourceReader):
         return parts or [KafkaInputPartition(tps[0][0] if tps else "", 0, 0, 0)]
 
     def read(self, partition: KafkaInputPartition):
+        sparkworker.settle()
         yielded = False
         for batch in read_range(self.cfg, partition.topic, partition.partition, partition.start,
                                 partition.end, ts_range=self.ts_range):
@@ -772,6 +791,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return plan_partitions(ranges, self.cfg.min_partitions)
 
     def read(self, partition: KafkaInputPartition):
+        sparkworker.settle()
         return read_range(self.cfg, partition.topic, partition.partition, partition.start,
                           partition.end)
 
