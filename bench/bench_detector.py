@@ -5,8 +5,11 @@
   the shared local[2] session (trigger 1 s, 1M records per batch), archive on. Steady state:
   the rows of the ingest batches after the first, over the time from the end of the first
   to the moment the stateful query has applied the last one — events in, incidents out.
-  ``BENCH_DETECTOR_EVENTS`` sets N (default 5,000,000). "CPU per event": the CPU time of
-  every process of the run (Spark's JVM, its Python workers, the broker) per event.
+  ``BENCH_DETECTOR_EVENTS`` sets N (default 15,000,000: the JIT compilers keep a quarter of
+  a core busy through the first minute, so a shorter run measures the JVM's warm-up more
+  than the detector; the second half of the batches is reported apart, with the JIT's
+  share of each half). "CPU per event": the CPU time of every process of the run (Spark's
+  JVM, its Python workers, the broker) per event.
 - keys: the same 3M events (20k events/s of event time, uniform clients and URLs) with 1k
   IPs and 1k URLs, then with 1M IPs and 200k URLs, each through a fresh detector process
   (``local[2]``, available-now, 1M per batch): the whole run's time, and the peak memory
@@ -66,7 +69,7 @@ class _Sampler:
     (Python workers)."""
 
     def __init__(self, root: int | None = None):
-        self.samples: list[tuple[float, float, float, float]] = []  # (time, all, jvm, broker)
+        self.samples: list[tuple[float, ...]] = []  # (time, all, jvm, broker, jit)
         self.peak_driver = self.peak_workers = 0
         self._done = threading.Event()
         root = root or os.getpid()
@@ -88,20 +91,27 @@ class _Sampler:
         self._thread.join()
 
     def at(self, t: float, part: str = "all") -> float:
-        """CPU seconds used by ``t``: by every process, or by the JVM or the broker alone."""
-        column = {"all": 1, "jvm": 2, "broker": 3}[part]
+        """CPU seconds used by ``t``: by every process, or by the JVM, the broker or the JVM's
+        JIT compiler threads alone."""
+        column = {"all": 1, "jvm": 2, "broker": 3, "jit": 4}[part]
         return max((c[column] for c in self.samples if c[0] <= t), default=0.0)
 
 
-def _cpu_seconds_by_part(root: int) -> tuple[float, float, float]:
+def _janino_compiles(spark) -> int:
+    """Classes Spark's code generation compiled so far (its codegen cache's misses)."""
+    return int(spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME().getCount())
+
+
+def _cpu_seconds_by_part(root: int) -> tuple[float, float, float, float]:
     """CPU seconds (user + system) of ``root`` and its descendants: all of them, the JVMs,
-    the broker (the local broker is the benchmark's child: its work is not the detector's);
-    one walk of /proc (the sampler's own cost counts in the Python part)."""
+    the broker (the local broker is the benchmark's child: its work is not the detector's),
+    the JVMs' JIT compiler threads; one walk of /proc (the sampler's own cost counts in the
+    Python part)."""
     from chaussettes import procs
     from chaussettes.broker import broker_binary
 
     broker = os.path.realpath(broker_binary())
-    parts = {"all": 0.0, "jvm": 0.0, "broker": 0.0}
+    parts = {"all": 0.0, "jvm": 0.0, "broker": 0.0, "jit": 0.0}
     for pid, fields in procs.tree_stats(root).items():
         used = procs.cpu_seconds(fields)
         parts["all"] += used
@@ -111,9 +121,26 @@ def _cpu_seconds_by_part(root: int) -> tuple[float, float, float]:
             continue
         if exe.endswith("java"):
             parts["jvm"] += used
+            parts["jit"] += _jit_seconds(pid)
         elif exe == broker:
             parts["broker"] += used
-    return parts["all"], parts["jvm"], parts["broker"]
+    return parts["all"], parts["jvm"], parts["broker"], parts["jit"]
+
+
+def _jit_seconds(pid: int) -> float:
+    """CPU seconds of a JVM's compiler threads (HotSpot names them "C1/C2 CompilerThread<n>")."""
+    from chaussettes import procs
+
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition("(")[2].rpartition(")")
+        if name.startswith(("C1 CompilerThre", "C2 CompilerThre")):
+            total += procs.cpu_seconds(rest.split())
+    return total
 
 
 def _is_java(pid: int) -> bool:
@@ -176,7 +203,7 @@ def _stop(detector, thread) -> None:
 def throughput(ctx) -> list[dict]:
     from chaussettes.detector.pipeline import MAX_OFFSETS_PER_TRIGGER, DetectorConfig, run_in_thread
 
-    n = int(os.environ.get("BENCH_DETECTOR_EVENTS", "5000000"))
+    n = int(os.environ.get("BENCH_DETECTOR_EVENTS", "15000000"))
     batch = int(os.environ.get("BENCH_DETECTOR_BATCH", str(MAX_OFFSETS_PER_TRIGGER)))
     topic, alerts = ctx.new_topic(4), ctx.new_topic(1)
     settings = ctx.settings.replace(home=ctx.tmp / "detector-throughput")
@@ -188,16 +215,22 @@ def throughput(ctx) -> list[dict]:
         raise RuntimeError(f"generator failed: {gen.stderr[-300:]}")
     cfg = DetectorConfig(source="kafka", trigger="1s", checkpoint=ctx.tmp / "ckpt-throughput",
                          topic=topic, alerts_topic=alerts, max_offsets_per_trigger=batch)
-    detector, status = _detector(ctx.spark(), settings, cfg)
+    spark = ctx.spark()
+    detector, status = _detector(spark, settings, cfg)
     cpu = _Sampler()
     t0 = time.time()
     thread, errors = run_in_thread(detector)
     done_at = None
+    compiles: dict[int, int] = {}  # ingest batch id -> Janino compiles when its end was seen
+    compiles_end = 0
     try:
         while time.time() - t0 < 1800 and not errors:
             hist = detector.ingest.history
+            if hist and hist[-1]["batch_id"] not in compiles:
+                compiles[hist[-1]["batch_id"]] = _janino_compiles(spark)
             if hist and sum(h["rows"] for h in hist) >= n and status.applied_batch() >= hist[-1]["batch_id"]:
                 done_at = time.time()
+                compiles_end = _janino_compiles(spark)
                 break
             time.sleep(0.2)
     finally:
@@ -214,6 +247,14 @@ def throughput(ctx) -> list[dict]:
     steady = steady_rows / max(done_at - hist[0]["ended_at"], 1e-6)
     ingest_only = steady_rows / max(hist[-1]["ended_at"] - hist[0]["ended_at"], 1e-6)
     used, jvm, broker = (cpu.at(done_at, part) - cpu.at(hist[0]["ended_at"], part) for part in ("all", "jvm", "broker"))
+    # the second half of the batches, and the JIT compilers' CPU per event in each half
+    mid = hist[len(hist) // 2]
+    late_rows = sum(h["rows"] for h in hist if h["batch_id"] > mid["batch_id"])
+    late = late_rows / max(done_at - mid["ended_at"], 1e-6)
+    jit_early = (cpu.at(mid["ended_at"], "jit") - cpu.at(hist[0]["ended_at"], "jit")) / max(steady_rows - late_rows, 1)
+    jit_late = (cpu.at(done_at, "jit") - cpu.at(mid["ended_at"], "jit")) / max(late_rows, 1)
+    used_late = (cpu.at(done_at) - cpu.at(mid["ended_at"])) / max(late_rows, 1)
+    steady_compiles = compiles_end - compiles.get(hist[0]["batch_id"], 0)
     # the ingest query between two of its batches: the next batch's offsets and cut, its planning
     gaps = [(h2["ended_at"] - h2["duration_s"]) - h1["ended_at"] for h1, h2 in itertools.pairwise(hist)]
     doc = json.loads(settings.detector_status_path.read_text())
@@ -232,7 +273,13 @@ def throughput(ctx) -> list[dict]:
             "note": f"steady state, every process of the run ({used:.1f} CPU-s over {done_at - hist[0]['ended_at']:.1f} s); "
                     f"of which the JVM {jvm / steady_rows * 1e6:.2f} us/event, the local broker "
                     f"{broker / steady_rows * 1e6:.2f}, Spark's Python workers and the driver's Python "
-                    f"{(used - jvm - broker) / steady_rows * 1e6:.2f}"}]
+                    f"{(used - jvm - broker) / steady_rows * 1e6:.2f}"},
+           {"name": "detector throughput, second half of the batches", "value": round(late), "unit": "events/s",
+            "goal": None,
+            "note": f"{late_rows:,} events after ingest batch {mid['batch_id']}, {used_late * 1e6:.2f} us CPU per event; "
+                    f"the JIT compilers' CPU per event {jit_early * 1e6:.2f} us in the first half of the steady "
+                    f"state, {jit_late * 1e6:.2f} us in the second (the JVM's warm-up); Spark compiled "
+                    f"{steady_compiles} classes (Janino) in the steady state, {compiles_end} in all"}]
     if raw:
         out.append({"name": "detector throughput / raw consume", "value": round(steady / raw, 3), "unit": "ratio",
                     "goal": None, "note": f"raw consume {raw:,.0f} msgs/s in the same run"})

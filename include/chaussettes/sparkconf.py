@@ -24,6 +24,14 @@ JVM_OPTIONS = "-XX:+UseParallelGC"
 JVM_CONF = {"spark.driver.extraJavaOptions": JVM_OPTIONS, "spark.executor.extraJavaOptions": JVM_OPTIONS,
             **jvm.launch_conf()}
 
+# Spark keeps the classes its code generation compiled in a cache of 100 by default (a Guava
+# cache: four segments of 25, least recently used out first). The detector's two queries'
+# plans compile ~90, and the stateful query adds one each batch (its watermark filter embeds
+# the watermark as a literal): past 100, the batches' own classes were evicted and compiled
+# again, batch after batch, and the JIT compiled them again too. Measured on 15M events (14
+# batches of 1M after the first), two pairs of runs: 357 and 315 compiles -> 15; the JIT's
+# CPU in the first half 4.4 and 2.7 -> 2.2 and 2.0 us per event; all CPU per event 20.7 and
+# 14.5 -> 15.3 and 13.8 us. A static setting: it must be set before the session exists.
 COMMON_CONF = {
     **JVM_CONF,
     "spark.sql.session.timeZone": "UTC",
@@ -31,6 +39,7 @@ COMMON_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.streaming.stopGracefullyOnShutdown": "true",
     "spark.ui.showConsoleProgress": "false",
+    "spark.sql.codegen.cache.maxEntries": "1000",
 }
 
 
