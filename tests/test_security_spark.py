@@ -50,7 +50,7 @@ def secured_spark(tmp_path_factory):
         "SPARK_HOME": str(spark_home()), "SPARK_LOG_DIR": str(home / "logs"),
         "SPARK_LOCAL_DIRS": str(home / "tmp"), "SPARK_NO_DAEMONIZE": "1",
         "PYSPARK_PYTHON": sys.executable, "SPARK_DAEMON_MEMORY": "512m",
-        **sparkconf.local_ip_env(s),  # what the stack gives its Spark processes, not a test's own
+        **sparkconf.process_env(s),  # what the stack gives its Spark processes, not a test's own
     })
     env = {**base_env, "SPARK_CONF_DIR": str(conf_dir)}
     master = procs.start([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pyspark.sql import functions as F
 
 
@@ -26,3 +29,24 @@ def test_generated_classes_outlive_a_stream_of_one_off_queries(spark):
     before = _compiles(spark)
     assert len(repeated.collect()) == 13
     assert _compiles(spark) == before  # still cached: not compiled again
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_the_session_and_its_python_workers_run_with_bounded_malloc_arenas(spark):
+    expected = os.environ.get("MALLOC_ARENA_MAX")
+    assert expected  # build_session set it for the JVM it launched (or the environment had it)
+    jvm_pid = int(spark._jvm.java.lang.ProcessHandle.current().pid())
+    assert _environ(jvm_pid).get("MALLOC_ARENA_MAX") == expected  # set before the JVM was launched
+
+    def arenas(batches):
+        import pyarrow as pa
+
+        for _ in batches:
+            yield pa.RecordBatch.from_pydict({"arenas": [os.environ.get("MALLOC_ARENA_MAX", "")]})
+
+    seen = {r["arenas"] for r in spark.range(4, numPartitions=2).mapInArrow(arenas, "arenas string").collect()}
+    assert seen == {expected}  # spark.executorEnv: what executors on a cluster get too

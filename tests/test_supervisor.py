@@ -286,6 +286,14 @@ def test_cli_check_and_bad_input(conf):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+def test_detector_env_bounds_malloc_arenas_unless_the_environment_sets_them(conf, monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    env = sv.Supervisor(conf).detector_env()
+    assert env["MALLOC_ARENA_MAX"] == sparkconf.MALLOC_ARENA_MAX and env["SPARK_LOCAL_IP"] == conf.bind_host
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert sv.Supervisor(conf).detector_env()["MALLOC_ARENA_MAX"] == "4"
+
+
 def test_default_command_is_the_detector_and_leaves_cores_to_the_calibration(conf):
     argv = sv.Supervisor(conf).detector_argv()
     assert argv[0].endswith("spark-submit") and argv[argv.index("--master") + 1] == conf.spark_master

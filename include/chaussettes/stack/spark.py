@@ -20,7 +20,7 @@ def spark_home() -> Path:
 def _spark_env(settings: Settings) -> dict[str, str]:
     run = settings.run_dir / "spark"
     return {
-        **sparkconf.local_ip_env(settings),
+        **sparkconf.process_env(settings),
         "SPARK_HOME": str(spark_home()),
         "SPARK_LOG_DIR": str(run / "logs"),
         "SPARK_LOCAL_DIRS": str(run / "tmp"),
