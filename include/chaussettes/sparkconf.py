@@ -38,9 +38,9 @@ JVM_CONF = {"spark.driver.extraJavaOptions": JVM_OPTIONS, "spark.executor.extraJ
 # The keys benchmark: the driver's peak with 1M client IPs 1,462, 1,507 and 1,537 MB vs 1,562
 # and 1,561 with glibc's default (runs of three rounds each, the same session): ~60 MB lower,
 # about the spread between runs; the throughput the same (10M events, six runs alternated:
-# means 122.4k vs 120.0k events/s). Executors get it
-# through ``spark.executorEnv``, every process this platform launches through ``process_env``;
-# a value already in the environment is kept.
+# means 122.4k vs 120.0k events/s). Executors get it through ``spark.executorEnv``, every
+# process this platform launches through ``process_env``; a value already in the environment
+# is kept.
 MALLOC_ARENA_MAX = "2"
 COMMON_CONF = {
     **JVM_CONF,

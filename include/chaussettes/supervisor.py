@@ -310,7 +310,7 @@ class Supervisor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Spark must find this venv's tools whatever PATH Airflow was started with.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env.update(sparkconf.process_env(self.settings))  # its driver's UI and RPC: bind host only
+        env.update(sparkconf.process_env(self.settings))  # its driver: bind host only, malloc arenas
         # Security on: the detector's own client certificate and the Spark secret.
         env.update(security.client_env(self.settings, "detector"))
         env.update(security.spark_env(self.settings))

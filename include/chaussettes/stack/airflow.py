@@ -55,7 +55,7 @@ def airflow_env(settings: Settings, airflow_home: Path | None = None) -> dict[st
         "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYSPARK_PYTHON": sys.executable,
         "PYTHONUNBUFFERED": "1",
-        **sparkconf.process_env(settings),  # the calibration's spark-submit's too
+        **sparkconf.process_env(settings),  # what the calibration's spark-submit gets too
     }
     # Security on: login required for every user, Kafka over mutual TLS, the Spark secret.
     env.update(security.airflow_env(settings))
