@@ -49,4 +49,6 @@ def test_the_session_and_its_python_workers_run_with_bounded_malloc_arenas(spark
             yield pa.RecordBatch.from_pydict({"arenas": [os.environ.get("MALLOC_ARENA_MAX", "")]})
 
     seen = {r["arenas"] for r in spark.range(4, numPartitions=2).mapInArrow(arenas, "arenas string").collect()}
-    assert seen == {expected}  # spark.executorEnv: what executors on a cluster get too
+    assert seen == {expected}  # the Python workers the JVM starts
+    # what a cluster's executors (and their Python workers) are started with
+    assert spark.sparkContext.getConf().get("spark.executorEnv.MALLOC_ARENA_MAX") == expected

@@ -24,6 +24,17 @@ JVM_OPTIONS = "-XX:+UseParallelGC"
 JVM_CONF = {"spark.driver.extraJavaOptions": JVM_OPTIONS, "spark.executor.extraJavaOptions": JVM_OPTIONS,
             **jvm.launch_conf()}
 
+# glibc's malloc gives a multi-threaded process up to 8 arenas per CPU, and memory freed in
+# one arena stays with it. In local mode the state store (RocksDB, through JNI) lives in the
+# driver's JVM beside Spark's ~100 threads. Two arenas (Hadoop's scripts set 4: no lower here).
+# The keys benchmark: the driver's peak with 1M client IPs 1,462, 1,507 and 1,537 MB vs 1,562
+# and 1,561 with glibc's default (runs of three rounds each, the same session): ~60 MB lower,
+# about the spread between runs; the throughput the same (10M events, six runs alternated:
+# means 122.4k vs 120.0k events/s). Every process this platform launches gets it
+# through ``process_env``, executors through ``spark.executorEnv`` (``spark_conf``); a value
+# already in the environment is kept.
+MALLOC_ARENA_MAX = "2"
+
 # Spark keeps the classes its code generation compiled in a cache of 100 by default (a Guava
 # cache: four segments of 25, least recently used out first). The detector's two queries'
 # plans compile ~90, and the stateful query adds one each batch (its watermark filter embeds
@@ -32,16 +43,6 @@ JVM_CONF = {"spark.driver.extraJavaOptions": JVM_OPTIONS, "spark.executor.extraJ
 # batches of 1M after the first), two pairs of runs: 357 and 315 compiles -> 15; the JIT's
 # CPU in the first half 4.4 and 2.7 -> 2.2 and 2.0 us per event; all CPU per event 20.7 and
 # 14.5 -> 15.3 and 13.8 us. A static setting: it must be set before the session exists.
-# glibc's malloc gives a multi-threaded process up to 8 arenas per CPU, and memory freed in
-# one arena stays with it. In local mode the state store (RocksDB, through JNI) lives in the
-# driver's JVM beside Spark's ~100 threads. Two arenas (Hadoop's scripts set 4: no lower here).
-# The keys benchmark: the driver's peak with 1M client IPs 1,462, 1,507 and 1,537 MB vs 1,562
-# and 1,561 with glibc's default (runs of three rounds each, the same session): ~60 MB lower,
-# about the spread between runs; the throughput the same (10M events, six runs alternated:
-# means 122.4k vs 120.0k events/s). Executors get it through ``spark.executorEnv``, every
-# process this platform launches through ``process_env``; a value already in the environment
-# is kept.
-MALLOC_ARENA_MAX = "2"
 COMMON_CONF = {
     **JVM_CONF,
     "spark.sql.session.timeZone": "UTC",
@@ -50,12 +51,12 @@ COMMON_CONF = {
     "spark.sql.streaming.stopGracefullyOnShutdown": "true",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.codegen.cache.maxEntries": "1000",
-    "spark.executorEnv.MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX),
 }
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:
     conf = dict(COMMON_CONF)
+    conf["spark.executorEnv.MALLOC_ARENA_MAX"] = process_env(settings)["MALLOC_ARENA_MAX"]
     conf["spark.sql.shuffle.partitions"] = str(settings.spark_shuffle_partitions)
     return conf
 
